@@ -1,0 +1,49 @@
+"""Assembling a record's timeline page in a fixed number of queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.paginator import Page, Paginator
+from django.db import models
+from django.db.models import Prefetch
+
+from teams.models import Team
+
+from .models import Attachment, EmailEngagement, Thread
+
+THREADS_PER_PAGE = 10
+ATTACHMENTS_SHOWN = 20
+
+
+@dataclass
+class Timeline:
+    threads: Page  # each Thread carries `.shown`: its visible engagements, newest first
+    attachments: list[Attachment]
+    attachment_count: int
+
+
+def build_timeline(team: Team, record: models.Model, page_number: str | int | None) -> Timeline:
+    """A page of `record`'s threads with their engagements and the record's attachments.
+
+    Five queries whatever the number of engagements: thread count, thread page, engagements
+    of those threads, their attachments, and the Attachments section (plus its count).
+    """
+    threads = Thread.objects.for_team(team).on_timeline_of(record)
+    page = Paginator(threads, THREADS_PER_PAGE).get_page(page_number)
+    engagements = (
+        EmailEngagement.objects.for_team(team)
+        .on_timeline_of(record)
+        .filter(thread__in=[thread.pk for thread in page.object_list])
+        .prefetch_related(Prefetch("attachments", queryset=Attachment.objects.order_by("pk")))
+        .order_by("-sent_at", "-pk")
+    )
+    by_thread: dict[int, list[EmailEngagement]] = {}
+    for engagement in engagements:
+        by_thread.setdefault(engagement.thread_id, []).append(engagement)
+    for thread in page.object_list:
+        thread.shown = by_thread.get(thread.pk, [])
+    attachments = Attachment.objects.for_team(team).on_timeline_of(record)
+    shown = list(attachments[:ATTACHMENTS_SHOWN])
+    count = len(shown) if len(shown) < ATTACHMENTS_SHOWN else attachments.count()
+    return Timeline(threads=page, attachments=shown, attachment_count=count)
