@@ -77,9 +77,7 @@ class ContactForm(TeamScopedForm):
             .values_list("email", flat=True)
         )
         if taken:
-            raise ValidationError(
-                f"Already used by another contact: {', '.join(sorted(taken))}"
-            )
+            raise ValidationError(f"Already used by another contact: {', '.join(sorted(taken))}")
         return emails
 
     def clean(self) -> dict[str, Any]:

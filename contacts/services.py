@@ -35,14 +35,16 @@ def save_contact(*, team: Team, form: ContactForm, actor: AbstractBaseUser | Non
         if email not in existing
     )
     if emails:
-        contact.emails.update(is_primary=models.Case(
-            models.When(email=emails[0], then=True), default=False
-        ))
+        contact.emails.update(
+            is_primary=models.Case(models.When(email=emails[0], then=True), default=False)
+        )
     return contact
 
 
 @transaction.atomic
-def save_record(*, team: Team, form: TeamScopedForm, actor: AbstractBaseUser | None) -> models.Model:
+def save_record(
+    *, team: Team, form: TeamScopedForm, actor: AbstractBaseUser | None
+) -> models.Model:
     """Create or update a company or deal from a valid team-scoped form."""
     record = form.save(commit=False)
     assert record.team_id in (None, team.pk), "record of another team"
@@ -99,9 +101,7 @@ def _canonical_headers(headers: list[str]) -> dict[str, str]:
     return mapping
 
 
-def import_contacts_csv(
-    *, team: Team, data: bytes, actor: AbstractBaseUser | None
-) -> ImportReport:
+def import_contacts_csv(*, team: Team, data: bytes, actor: AbstractBaseUser | None) -> ImportReport:
     """Create one contact per valid row; report each invalid row with its line number.
 
     Valid rows are kept even when others fail. Raises ImportFileError if the file is not a
@@ -131,7 +131,9 @@ def import_contacts_csv(
                 RowError(line, [f"Only {settings.CRM_IMPORT_MAX_ROWS} rows are imported at once."])
             )
             break
-        values = {canonical: (row.get(header) or "").strip() for header, canonical in mapping.items()}
+        values = {
+            canonical: (row.get(header) or "").strip() for header, canonical in mapping.items()
+        }
         company_name = values.pop("company", "")
         form = ContactForm(
             {

@@ -30,7 +30,8 @@ def _load_dotenv(path: Path) -> None:
         os.environ.setdefault(key.strip(), value.strip().strip("'\""))
 
 
-_load_dotenv(BASE_DIR / ".env")
+# CRM_ENV_FILE points elsewhere (or at /dev/null to read none).
+_load_dotenv(Path(os.environ.get("CRM_ENV_FILE", BASE_DIR / ".env")))
 
 
 def env_str(name: str, default: str | None = None) -> str:

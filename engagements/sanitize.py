@@ -5,10 +5,50 @@ from __future__ import annotations
 import nh3
 
 ALLOWED_TAGS = {
-    "a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "div",
-    "dl", "dt", "em", "font", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "li", "ol",
-    "p", "pre", "q", "s", "small", "span", "strong", "sub", "sup", "table", "tbody", "td",
-    "tfoot", "th", "thead", "tr", "u", "ul",
+    "a",
+    "abbr",
+    "b",
+    "blockquote",
+    "br",
+    "caption",
+    "code",
+    "col",
+    "colgroup",
+    "dd",
+    "div",
+    "dl",
+    "dt",
+    "em",
+    "font",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "img",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "q",
+    "s",
+    "small",
+    "span",
+    "strong",
+    "sub",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "u",
+    "ul",
 }
 ALLOWED_ATTRIBUTES = {
     "*": {"title", "dir", "lang", "align"},
@@ -51,4 +91,6 @@ def sanitize_email_html(html: str, *, allow_remote_images: bool = False) -> str:
 def has_remote_images(html: str) -> bool:
     """Whether the HTML asks for images from the network (to offer "show images")."""
     lowered = html.lower()
-    return "<img" in lowered and ("src=\"http" in lowered or "src='http" in lowered or "src=http" in lowered)
+    return "<img" in lowered and (
+        'src="http' in lowered or "src='http" in lowered or "src=http" in lowered
+    )

@@ -26,8 +26,8 @@ class Timeline:
 def build_timeline(team: Team, record: models.Model, page_number: str | int | None) -> Timeline:
     """A page of `record`'s threads with their engagements and the record's attachments.
 
-    Five queries whatever the number of engagements: thread count, thread page, engagements
-    of those threads, their attachments, and the Attachments section (plus its count).
+    Six queries whatever the number of engagements: thread count, thread page, engagements
+    of those threads, their attachments, and the Attachments section and its count.
     """
     threads = Thread.objects.for_team(team).on_timeline_of(record)
     page = Paginator(threads, THREADS_PER_PAGE).get_page(page_number)
@@ -44,6 +44,8 @@ def build_timeline(team: Team, record: models.Model, page_number: str | int | No
     for thread in page.object_list:
         thread.shown = by_thread.get(thread.pk, [])
     attachments = Attachment.objects.for_team(team).on_timeline_of(record)
-    shown = list(attachments[:ATTACHMENTS_SHOWN])
-    count = len(shown) if len(shown) < ATTACHMENTS_SHOWN else attachments.count()
-    return Timeline(threads=page, attachments=shown, attachment_count=count)
+    return Timeline(
+        threads=page,
+        attachments=list(attachments[:ATTACHMENTS_SHOWN]),
+        attachment_count=attachments.count(),
+    )

@@ -76,9 +76,7 @@ def engagement_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @team_member_required
 def engagement_restore(request: HttpRequest, pk: int) -> HttpResponse:
-    engagement = get_for_team_or_404(
-        EmailEngagement, request.team, pk=pk, deleted_at__isnull=False
-    )
+    engagement = get_for_team_or_404(EmailEngagement, request.team, pk=pk, deleted_at__isnull=False)
     restore_engagement(engagement=engagement)
     messages.success(request, f"“{engagement}” is back on the timeline.")
     return _back(request)

@@ -2,5 +2,5 @@ from django.apps import AppConfig
 
 
 class MailboxesConfig(AppConfig):
-    default_auto_field = 'django.db.models.BigAutoField'
-    name = 'mailboxes'
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "mailboxes"

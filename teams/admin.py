@@ -42,8 +42,12 @@ class InvitationAdmin(admin.ModelAdmin):
 @admin.register(RetentionPolicy)
 class RetentionPolicyAdmin(admin.ModelAdmin):
     list_display = [
-        "team", "body_cache_days", "metadata_days", "deleted_engagement_days",
-        "log_attachments", "attachment_max_mb",
+        "team",
+        "body_cache_days",
+        "metadata_days",
+        "deleted_engagement_days",
+        "log_attachments",
+        "attachment_max_mb",
     ]
     list_filter = ["team", "log_attachments"]
     fieldsets = [

@@ -2,5 +2,5 @@ from django.apps import AppConfig
 
 
 class TeamsConfig(AppConfig):
-    default_auto_field = 'django.db.models.BigAutoField'
-    name = 'teams'
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "teams"

@@ -9,7 +9,13 @@ from crm_site.tenancy import get_for_team_or_404, team_member_required, team_rol
 from .adapters import INVITATION_SESSION_KEY
 from .forms import InvitationForm, TeamForm
 from .models import Invitation, Membership
-from .services import InvitationError, accept_invitation, create_team, invite_member, revoke_invitation
+from .services import (
+    InvitationError,
+    accept_invitation,
+    create_team,
+    invite_member,
+    revoke_invitation,
+)
 
 
 @login_required
@@ -49,7 +55,9 @@ def invitation_create(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             invitation = invite_member(
-                team=request.team, email=form.cleaned_data["email"], actor=request.user,
+                team=request.team,
+                email=form.cleaned_data["email"],
+                actor=request.user,
                 request=request,
             )
         except InvitationError as exc:

@@ -40,7 +40,9 @@ class Command(BaseCommand):
         User = get_user_model()
         user = User.objects.filter(email=DEMO_EMAIL).first()
         if user is not None and Membership.objects.filter(user=user).exists():
-            self.stdout.write(f"Demo data already present. Log in as {DEMO_EMAIL} / {DEMO_PASSWORD}")
+            self.stdout.write(
+                f"Demo data already present. Log in as {DEMO_EMAIL} / {DEMO_PASSWORD}"
+            )
             return
         with transaction.atomic():
             self._create()
@@ -60,29 +62,46 @@ class Command(BaseCommand):
         contacts = []
         for first, last, email, title, company_index in CONTACTS:
             contact = Contact.objects.create(
-                team=team, first_name=first, last_name=last, job_title=title,
-                company=companies[company_index], owner=user,
+                team=team,
+                first_name=first,
+                last_name=last,
+                job_title=title,
+                company=companies[company_index],
+                owner=user,
             )
             ContactEmail.objects.create(team=team, contact=contact, email=email, is_primary=True)
             contacts.append(contact)
         for index in range(40):
             contact = Contact.objects.create(
-                team=team, first_name=f"Prospect {index + 1:02d}", last_name="Example",
-                company=companies[index % len(companies)], owner=user,
+                team=team,
+                first_name=f"Prospect {index + 1:02d}",
+                last_name="Example",
+                company=companies[index % len(companies)],
+                owner=user,
             )
             ContactEmail.objects.create(
-                team=team, contact=contact, email=f"prospect{index + 1:02d}@example.com",
+                team=team,
+                contact=contact,
+                email=f"prospect{index + 1:02d}@example.com",
                 is_primary=True,
             )
         deal = Deal.objects.create(
-            team=team, name="Analytical Engines — annual licence", stage=Deal.Stage.PRESENTATION,
-            amount=Decimal("48000"), company=companies[0], owner=user,
+            team=team,
+            name="Analytical Engines — annual licence",
+            stage=Deal.Stage.PRESENTATION,
+            amount=Decimal("48000"),
+            company=companies[0],
+            owner=user,
             close_date=(timezone.now() + timedelta(days=30)).date(),
         )
         deal.contacts.set(contacts[:2])
         Deal.objects.create(
-            team=team, name="Brightwater fleet rollout", stage=Deal.Stage.QUALIFIED,
-            amount=Decimal("125000"), company=companies[1], owner=user,
+            team=team,
+            name="Brightwater fleet rollout",
+            stage=Deal.Stage.QUALIFIED,
+            amount=Decimal("125000"),
+            company=companies[1],
+            owner=user,
         ).contacts.set([contacts[2], contacts[4]])
         self._threads(user, team, contacts, companies, deal)
 
@@ -98,17 +117,27 @@ class Command(BaseCommand):
                 to=(Address("ada@analytical.example", "Ada Lovelace"),),
                 cc=(Address("charles@analytical.example", "Charles Babbage"),),
                 subject="Licence proposal for Analytical Engines",
-                body_text="Hi Ada,\n\nAs promised, the proposal for the annual licence is attached.\n\nBest,\nDemo",
+                body_text=(
+                    "Hi Ada,\n\nAs promised, the proposal for the annual licence is attached."
+                    "\n\nBest,\nDemo"
+                ),
                 sent_at=now - timedelta(days=6, hours=3),
             ),
             direction=EmailEngagement.Direction.OUTGOING,
             source=EmailEngagement.Source.CRM,
-            contacts=[ada, charles], companies=[companies[0]], deals=[deal], actor=user,
+            contacts=[ada, charles],
+            companies=[companies[0]],
+            deals=[deal],
+            actor=user,
         )
         proposal = b"Annual licence proposal: 48,000 EUR, 12 months, 20 seats.\n"
         Attachment.objects.create(
-            team=team, engagement=first, filename="proposal.txt", content_type="text/plain",
-            size=len(proposal), file=ContentFile(proposal, name="proposal.txt"),
+            team=team,
+            engagement=first,
+            filename="proposal.txt",
+            content_type="text/plain",
+            size=len(proposal),
+            file=ContentFile(proposal, name="proposal.txt"),
         )
         log_email(
             team=team,
@@ -130,7 +159,9 @@ class Command(BaseCommand):
             ),
             direction=EmailEngagement.Direction.INCOMING,
             source=EmailEngagement.Source.SYNC,
-            contacts=[ada], companies=[companies[0]], deals=[deal],
+            contacts=[ada],
+            companies=[companies[0]],
+            deals=[deal],
         )
         log_email(
             team=team,
@@ -146,7 +177,10 @@ class Command(BaseCommand):
             ),
             direction=EmailEngagement.Direction.OUTGOING,
             source=EmailEngagement.Source.CRM,
-            contacts=[ada], companies=[companies[0]], deals=[deal], actor=user,
+            contacts=[ada],
+            companies=[companies[0]],
+            deals=[deal],
+            actor=user,
         )
         log_email(
             team=team,
@@ -160,7 +194,9 @@ class Command(BaseCommand):
             ),
             direction=EmailEngagement.Direction.OUTGOING,
             source=EmailEngagement.Source.CRM,
-            contacts=[grace], companies=[companies[1]], actor=user,
+            contacts=[grace],
+            companies=[companies[1]],
+            actor=user,
         )
         log_email(
             team=team,
@@ -176,5 +212,6 @@ class Command(BaseCommand):
             ),
             direction=EmailEngagement.Direction.INCOMING,
             source=EmailEngagement.Source.SYNC,
-            contacts=[grace], companies=[companies[1]],
+            contacts=[grace],
+            companies=[companies[1]],
         )
