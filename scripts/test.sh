@@ -19,6 +19,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 echo "== lint and migrations"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check . >/dev/null || { echo "Code is not formatted: run .venv/bin/ruff format ." >&2; exit 1; }
 $PY manage.py makemigrations --check --dry-run >/dev/null \
   || { echo "Model changes without a migration: run manage.py makemigrations" >&2; exit 1; }
 

@@ -16,9 +16,7 @@ def staff_client(client):
     return client
 
 
-@pytest.mark.parametrize(
-    "model", [m for m in admin.site._registry], ids=lambda m: m._meta.label
-)
+@pytest.mark.parametrize("model", [m for m in admin.site._registry], ids=lambda m: m._meta.label)
 def test_changelist_loads(staff_client, model, team):
     EmailEngagementFactory(thread__team=team)
     opts = model._meta

@@ -38,12 +38,16 @@ URLS_WITH_IDS = {
     "contacts:deal_update": ("post", lambda t: DealFactory(team=t), Deal),
     "contacts:deal_delete": ("post", lambda t: DealFactory(team=t), Deal),
     "engagements:engagement_delete": (
-        "post", lambda t: EmailEngagementFactory(thread__team=t), EmailEngagement,
+        "post",
+        lambda t: EmailEngagementFactory(thread__team=t),
+        EmailEngagement,
     ),
     "engagements:engagement_restore": ("post", _deleted_engagement, EmailEngagement),
     "engagements:attachment_download": ("get", _attachment, Attachment),
     "teams:invitation_revoke": (
-        "post", lambda t: Invitation.objects.create(team=t, email="x@example.com"), Invitation,
+        "post",
+        lambda t: Invitation.objects.create(team=t, email="x@example.com"),
+        Invitation,
     ),
 }
 

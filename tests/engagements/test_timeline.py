@@ -36,7 +36,10 @@ def log_thread(team, records, key, replies=1, start=None, attach=False):
         previous = engagement.message_id
         if attach:
             Attachment.objects.create(
-                team=team, engagement=engagement, filename=f"{key}-{index}.txt", size=3,
+                team=team,
+                engagement=engagement,
+                filename=f"{key}-{index}.txt",
+                size=3,
                 file=ContentFile(b"abc", name="a.txt"),
             )
     return engagement
@@ -57,7 +60,9 @@ def test_contact_timeline_groups_by_thread_newest_first(client_for, owner, team)
     threads = list(timeline.threads.object_list)
     assert [t.subject for t in threads] == ["Thread new", "Thread old"]
     assert [e.message_id for e in threads[1].shown] == [
-        "old-2@example.com", "old-1@example.com", "old-0@example.com",
+        "old-2@example.com",
+        "old-1@example.com",
+        "old-0@example.com",
     ]
 
 
@@ -114,9 +119,7 @@ def test_record_page_queries_do_not_grow_with_engagements(
     from django.test.utils import CaptureQueriesContext
 
     record = factory(team=team)
-    field = {"Contact": "contacts", "Company": "companies", "Deal": "deals"}[
-        type(record).__name__
-    ]
+    field = {"Contact": "contacts", "Company": "companies", "Deal": "deals"}[type(record).__name__]
     client = client_for(owner)
     log_thread(team, {field: [record]}, "small", replies=1, attach=True)
     with CaptureQueriesContext(connection) as small:

@@ -72,9 +72,7 @@ def test_delete_ignores_an_off_site_next(client_for, owner, team):
 def test_delete_get_does_not_mutate(client_for, owner, team):
     engagement = EmailEngagementFactory(thread__team=team)
 
-    response = client_for(owner).get(
-        reverse("engagements:engagement_delete", args=[engagement.pk])
-    )
+    response = client_for(owner).get(reverse("engagements:engagement_delete", args=[engagement.pk]))
 
     assert response.status_code == 405
     assert EmailEngagement.objects.visible().filter(pk=engagement.pk).exists()

@@ -126,9 +126,7 @@ def test_used_invitation_cannot_be_used_again(client_for, team, owner):
 def test_outsider_cannot_revoke_another_teams_invitation(client_for, team, owner, outsider):
     invitation = Invitation.objects.create(team=team, email="friend@example.com", invited_by=owner)
 
-    response = client_for(outsider).post(
-        reverse("teams:invitation_revoke", args=[invitation.pk])
-    )
+    response = client_for(outsider).post(reverse("teams:invitation_revoke", args=[invitation.pk]))
 
     assert response.status_code == 404
     assert Invitation.objects.filter(pk=invitation.pk).exists()
