@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -17,15 +18,22 @@ from .models import Company, Contact, ContactEmail
 
 
 @transaction.atomic
-def save_contact(*, team: Team, form: ContactForm, actor: AbstractBaseUser | None) -> Contact:
-    """Create or update a contact from a valid form, replacing its email addresses."""
-    contact = form.save(commit=False)
-    assert contact.team_id in (None, team.pk), "contact of another team"
-    contact.team = team
-    if contact.pk is None and contact.owner_id is None and actor is not None:
-        contact.owner = actor
-    contact.save()
+def save_record(*, team: Team, form: TeamScopedForm, actor: AbstractBaseUser | None) -> Any:
+    """Create or update a contact, company or deal from a valid team-scoped form."""
+    record = form.save(commit=False)
+    assert record.team_id in (None, team.pk), "record of another team"
+    record.team = team
+    if record.pk is None and record.owner_id is None and actor is not None:
+        record.owner = actor
+    record.save()
     form.save_m2m()
+    return record
+
+
+@transaction.atomic
+def save_contact(*, team: Team, form: ContactForm, actor: AbstractBaseUser | None) -> Contact:
+    """Save a contact like `save_record`, then replace its email addresses (first = primary)."""
+    contact = save_record(team=team, form=form, actor=actor)
     emails = form.cleaned_data["emails"]
     contact.emails.exclude(email__in=emails).delete()
     existing = set(contact.emails.values_list("email", flat=True))
@@ -39,21 +47,6 @@ def save_contact(*, team: Team, form: ContactForm, actor: AbstractBaseUser | Non
             is_primary=models.Case(models.When(email=emails[0], then=True), default=False)
         )
     return contact
-
-
-@transaction.atomic
-def save_record(
-    *, team: Team, form: TeamScopedForm, actor: AbstractBaseUser | None
-) -> models.Model:
-    """Create or update a company or deal from a valid team-scoped form."""
-    record = form.save(commit=False)
-    assert record.team_id in (None, team.pk), "record of another team"
-    record.team = team
-    if record.pk is None and record.owner_id is None and actor is not None:
-        record.owner = actor
-    record.save()
-    form.save_m2m()
-    return record
 
 
 def delete_record(*, record: models.Model) -> None:

@@ -108,110 +108,108 @@ class Command(BaseCommand):
     def _threads(self, user, team, contacts, companies, deal) -> None:  # type: ignore[no-untyped-def]
         now = timezone.now()
         me = Address(DEMO_EMAIL, "Demo User")
-        ada, charles, grace = contacts[0], contacts[1], contacts[2]
-        first = log_email(
-            team=team,
-            email=EmailData(
-                message_id="demo-1@threadline.test",
-                sender=me,
-                to=(Address("ada@analytical.example", "Ada Lovelace"),),
-                cc=(Address("charles@analytical.example", "Charles Babbage"),),
-                subject="Licence proposal for Analytical Engines",
-                body_text=(
-                    "Hi Ada,\n\nAs promised, the proposal for the annual licence is attached."
-                    "\n\nBest,\nDemo"
-                ),
-                sent_at=now - timedelta(days=6, hours=3),
+        ada = Address("ada@analytical.example", "Ada Lovelace")
+        grace = Address("grace@brightwater.example", "Grace Hopper")
+        licence = {"companies": [companies[0]], "deals": [deal]}
+        fleet = {"contacts": [contacts[2]], "companies": [companies[1]]}
+        out, inc = EmailEngagement.Direction.OUTGOING, EmailEngagement.Direction.INCOMING
+        # (message id, direction, email fields, records): each reply names its parent.
+        emails = [
+            (
+                "demo-1@threadline.test",
+                out,
+                {
+                    "sender": me,
+                    "to": (ada,),
+                    "cc": (Address("charles@analytical.example", "Charles Babbage"),),
+                    "subject": "Licence proposal for Analytical Engines",
+                    "body_text": "Hi Ada,\n\nAs promised, the proposal for the annual licence is "
+                    "attached.\n\nBest,\nDemo",
+                    "sent_at": now - timedelta(days=6, hours=3),
+                },
+                {**licence, "contacts": contacts[:2]},
             ),
-            direction=EmailEngagement.Direction.OUTGOING,
-            source=EmailEngagement.Source.CRM,
-            contacts=[ada, charles],
-            companies=[companies[0]],
-            deals=[deal],
-            actor=user,
-        )
+            (
+                "demo-2@analytical.example",
+                inc,
+                {
+                    "sender": ada,
+                    "to": (me,),
+                    "subject": "Re: Licence proposal for Analytical Engines",
+                    "body_html": (
+                        "<p>Thanks! Two questions:</p><ol><li>Can we start with <b>15 seats</b>?"
+                        "</li><li>Is on-site training included?</li></ol>"
+                        "<p><img src='https://tracker.example/pixel.gif' alt='logo'></p>"
+                        "<script>alert('never runs')</script><p>— Ada</p>"
+                    ),
+                    "body_text": "Thanks! Two questions: 15 seats? On-site training?",
+                    "in_reply_to": "demo-1@threadline.test",
+                    "references": ("demo-1@threadline.test",),
+                    "sent_at": now - timedelta(days=5),
+                },
+                {**licence, "contacts": contacts[:1]},
+            ),
+            (
+                "demo-3@threadline.test",
+                out,
+                {
+                    "sender": me,
+                    "to": (ada,),
+                    "subject": "Re: Licence proposal for Analytical Engines",
+                    "body_text": "Yes to both: 15 seats to start, and one day of on-site training.",
+                    "in_reply_to": "demo-2@analytical.example",
+                    "references": ("demo-1@threadline.test", "demo-2@analytical.example"),
+                    "sent_at": now - timedelta(days=4, hours=20),
+                },
+                {**licence, "contacts": contacts[:1]},
+            ),
+            (
+                "demo-4@threadline.test",
+                out,
+                {
+                    "sender": me,
+                    "to": (grace,),
+                    "subject": "Fleet rollout: kickoff call",
+                    "body_text": "Hi Grace,\n\nWould Tuesday at 10:00 work for the kickoff call?"
+                    "\n\nDemo",
+                    "sent_at": now - timedelta(days=2),
+                },
+                fleet,
+            ),
+            (
+                "demo-5@brightwater.example",
+                inc,
+                {
+                    "sender": grace,
+                    "to": (me,),
+                    "subject": "Re: Fleet rollout: kickoff call",
+                    "body_text": "Tuesday works. I'll bring Tim from procurement.\n\nGrace",
+                    "in_reply_to": "demo-4@threadline.test",
+                    "references": ("demo-4@threadline.test",),
+                    "sent_at": now - timedelta(days=1, hours=22),
+                },
+                fleet,
+            ),
+        ]
+        logged = []
+        for message_id, direction, fields, records in emails:
+            source = EmailEngagement.Source.CRM if direction == out else EmailEngagement.Source.SYNC
+            logged.append(
+                log_email(
+                    team=team,
+                    email=EmailData(message_id=message_id, **fields),
+                    direction=direction,
+                    source=source,
+                    actor=user if direction == out else None,
+                    **records,
+                )
+            )
         proposal = b"Annual licence proposal: 48,000 EUR, 12 months, 20 seats.\n"
         Attachment.objects.create(
             team=team,
-            engagement=first,
+            engagement=logged[0],
             filename="proposal.txt",
             content_type="text/plain",
             size=len(proposal),
             file=ContentFile(proposal, name="proposal.txt"),
-        )
-        log_email(
-            team=team,
-            email=EmailData(
-                message_id="demo-2@analytical.example",
-                sender=Address("ada@analytical.example", "Ada Lovelace"),
-                to=(me,),
-                subject="Re: Licence proposal for Analytical Engines",
-                body_html=(
-                    "<p>Thanks! Two questions:</p><ol><li>Can we start with <b>15 seats</b>?</li>"
-                    "<li>Is on-site training included?</li></ol>"
-                    "<p><img src='https://tracker.example/pixel.gif' alt='logo'></p>"
-                    "<script>alert('never runs')</script><p>— Ada</p>"
-                ),
-                body_text="Thanks! Two questions: 15 seats? On-site training?",
-                in_reply_to="demo-1@threadline.test",
-                references=("demo-1@threadline.test",),
-                sent_at=now - timedelta(days=5),
-            ),
-            direction=EmailEngagement.Direction.INCOMING,
-            source=EmailEngagement.Source.SYNC,
-            contacts=[ada],
-            companies=[companies[0]],
-            deals=[deal],
-        )
-        log_email(
-            team=team,
-            email=EmailData(
-                message_id="demo-3@threadline.test",
-                sender=me,
-                to=(Address("ada@analytical.example", "Ada Lovelace"),),
-                subject="Re: Licence proposal for Analytical Engines",
-                body_text="Yes to both: 15 seats to start, and one day of on-site training.",
-                in_reply_to="demo-2@analytical.example",
-                references=("demo-1@threadline.test", "demo-2@analytical.example"),
-                sent_at=now - timedelta(days=4, hours=20),
-            ),
-            direction=EmailEngagement.Direction.OUTGOING,
-            source=EmailEngagement.Source.CRM,
-            contacts=[ada],
-            companies=[companies[0]],
-            deals=[deal],
-            actor=user,
-        )
-        log_email(
-            team=team,
-            email=EmailData(
-                message_id="demo-4@threadline.test",
-                sender=me,
-                to=(Address("grace@brightwater.example", "Grace Hopper"),),
-                subject="Fleet rollout: kickoff call",
-                body_text="Hi Grace,\n\nWould Tuesday at 10:00 work for the kickoff call?\n\nDemo",
-                sent_at=now - timedelta(days=2),
-            ),
-            direction=EmailEngagement.Direction.OUTGOING,
-            source=EmailEngagement.Source.CRM,
-            contacts=[grace],
-            companies=[companies[1]],
-            actor=user,
-        )
-        log_email(
-            team=team,
-            email=EmailData(
-                message_id="demo-5@brightwater.example",
-                sender=Address("grace@brightwater.example", "Grace Hopper"),
-                to=(me,),
-                subject="Re: Fleet rollout: kickoff call",
-                body_text="Tuesday works. I'll bring Tim from procurement.\n\nGrace",
-                in_reply_to="demo-4@threadline.test",
-                references=("demo-4@threadline.test",),
-                sent_at=now - timedelta(days=1, hours=22),
-            ),
-            direction=EmailEngagement.Direction.INCOMING,
-            source=EmailEngagement.Source.SYNC,
-            contacts=[grace],
-            companies=[companies[1]],
         )
