@@ -55,7 +55,11 @@ class TeamMiddleware:
 
         membership = None
         if request.user.is_authenticated:
-            membership = Membership.objects.select_related("team").filter(user=request.user).first()
+            membership = (
+                Membership.objects.select_related("team__retention")
+                .filter(user=request.user)
+                .first()
+            )
         request.membership = membership  # type: ignore[attr-defined]
         request.team = membership.team if membership else None  # type: ignore[attr-defined]
         return self.get_response(request)

@@ -55,6 +55,11 @@ class EmailEngagementQuerySet(TeamScopedQuerySet):
     def on_timeline_of(self, record: models.Model) -> EmailEngagementQuerySet:
         return self.visible().filter(**{RECORD_FIELDS[type(record)]: record})
 
+    def removed_from_timeline_of(self, record: models.Model) -> EmailEngagementQuerySet:
+        """Deleted engagements of `record`, still restorable until the purge, newest first."""
+        field = RECORD_FIELDS[type(record)]
+        return self.deleted().filter(**{field: record}).order_by("-deleted_at", "-pk")
+
 
 class EmailEngagement(models.Model):
     """One email logged on records' timelines (SPEC L1, L2, L4)."""

@@ -14,6 +14,7 @@ from .models import Attachment, EmailEngagement, Thread
 
 THREADS_PER_PAGE = 10
 ATTACHMENTS_SHOWN = 20
+REMOVED_SHOWN = 5
 
 
 @dataclass
@@ -21,13 +22,15 @@ class Timeline:
     threads: Page  # each Thread carries `.shown`: its visible engagements, newest first
     attachments: list[Attachment]
     attachment_count: int
+    recently_removed: list[EmailEngagement]  # restorable from the page (SPEC R2)
 
 
 def build_timeline(team: Team, record: models.Model, page_number: str | int | None) -> Timeline:
     """A page of `record`'s threads with their engagements and the record's attachments.
 
-    Six queries whatever the number of engagements: thread count, thread page, engagements
-    of those threads, their attachments, and the Attachments section and its count.
+    Seven queries whatever the number of engagements: thread count, thread page, engagements
+    of those threads, their attachments, the Attachments section and its count, and the
+    recently removed engagements.
     """
     threads = Thread.objects.for_team(team).on_timeline_of(record)
     page = Paginator(threads, THREADS_PER_PAGE).get_page(page_number)
@@ -48,4 +51,7 @@ def build_timeline(team: Team, record: models.Model, page_number: str | int | No
         threads=page,
         attachments=list(attachments[:ATTACHMENTS_SHOWN]),
         attachment_count=attachments.count(),
+        recently_removed=list(
+            EmailEngagement.objects.for_team(team).removed_from_timeline_of(record)[:REMOVED_SHOWN]
+        ),
     )

@@ -68,7 +68,9 @@ def engagement_delete(request: HttpRequest, pk: int) -> HttpResponse:
     engagement = get_for_team_or_404(EmailEngagement, request.team, pk=pk, deleted_at=None)
     delete_engagement(engagement=engagement, actor=request.user)
     messages.success(
-        request, f"“{engagement}” was removed from the timeline. It can be restored for a while."
+        request,
+        f"“{engagement}” was removed from the timeline. Restore it from “Recently removed” "
+        "below the timeline.",
     )
     return _back(request)
 

@@ -172,3 +172,20 @@ def test_empty_timeline_explains_itself(client_for, owner, team):
 
     assert "No email on this timeline yet" in body
     assert "Files attached to logged email appear here" in body
+
+
+def test_removed_email_is_listed_for_restore_until_restored(client_for, owner, team):
+    contact = ContactFactory(team=team)
+    engagement = log_thread(team, {"contacts": [contact]}, "gone", replies=0)
+    client = client_for(owner)
+    client.post(reverse("engagements:engagement_delete", args=[engagement.pk]))
+
+    removed = timeline_of(client, contact).recently_removed
+    body = client.get(contact.get_absolute_url()).content.decode()
+    client.post(reverse("engagements:engagement_restore", args=[engagement.pk]))
+
+    assert removed == [engagement]
+    assert "Recently removed (1)" in body
+    assert "restorable for 90 days" in body
+    assert timeline_of(client, contact).recently_removed == []
+    assert [t.subject for t in timeline_of(client, contact).threads] == ["Thread gone"]
