@@ -20,6 +20,11 @@ class TeamAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     inlines = [RetentionPolicyInline, MembershipInline]
 
+    def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
+        super().save_related(request, form, formsets, change)
+        # A team made here gets the default policy even when its inline was left untouched.
+        RetentionPolicy.objects.get_or_create(team=form.instance)
+
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):

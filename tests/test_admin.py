@@ -53,3 +53,22 @@ def test_retention_defaults_are_editable_in_the_admin(staff_client, team):
     team.retention.refresh_from_db()
     assert response.status_code == 302
     assert (team.retention.body_cache_days, team.retention.log_attachments) == (3, False)
+
+
+def test_team_added_in_the_admin_gets_the_default_retention(staff_client):
+    from teams.models import Team
+
+    response = staff_client.post(
+        reverse("admin:teams_team_add"),
+        {
+            "name": "Made by staff",
+            "retention-TOTAL_FORMS": "0",
+            "retention-INITIAL_FORMS": "0",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+
+    team = Team.objects.get(name="Made by staff")
+    assert response.status_code == 302
+    assert team.retention.metadata_days == 60
