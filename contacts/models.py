@@ -49,17 +49,18 @@ class Company(models.Model):
 class ContactQuerySet(TeamScopedQuerySet):
     def search(self, q: str) -> ContactQuerySet:
         """Match any word against names, any email address or the company name."""
+        queryset = self
         for word in q.split():
             has_email = ContactEmail.objects.filter(
                 contact=models.OuterRef("pk"), email__icontains=word
             )
-            self = self.filter(
+            queryset = queryset.filter(
                 models.Q(first_name__icontains=word)
                 | models.Q(last_name__icontains=word)
                 | models.Q(company__name__icontains=word)
                 | models.Exists(has_email)
             )
-        return self
+        return queryset
 
     def with_list_data(self) -> ContactQuerySet:
         return self.select_related("company", "owner").prefetch_related("emails")

@@ -203,11 +203,13 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Threadline <noreply@localhos
 
 # django-q2: the ORM broker by default (one machine, SQLite); Redis when REDIS_URL is set.
 REDIS_URL = env_str("REDIS_URL", "")
+_TASK_TIMEOUT = env_int("CRM_Q_TIMEOUT", 600)
 Q_CLUSTER: dict[str, object] = {
     "name": "threadline",
     "workers": env_int("CRM_Q_WORKERS", 2),
-    "timeout": env_int("CRM_Q_TIMEOUT", 600),
-    "retry": env_int("CRM_Q_TIMEOUT", 600) + 60,
+    "timeout": _TASK_TIMEOUT,
+    # django-q2 requires retry > timeout, or a slow task runs twice.
+    "retry": _TASK_TIMEOUT + 60,
     "max_attempts": 3,
     "catch_up": False,
     "label": "Tasks",

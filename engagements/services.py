@@ -50,14 +50,15 @@ def _thread_for(team: Team, email: EmailData) -> Thread:
     ancestors += [normalize_message_id(ref) for ref in reversed(email.references)]
     ancestors = [a for a in ancestors if a]
     if ancestors:
-        found = dict(
-            TrackedMessageId.objects.for_team(team)
+        found = {
+            tracked.message_id: tracked.thread
+            for tracked in TrackedMessageId.objects.for_team(team)
             .matching(set(ancestors))
-            .values_list("message_id", "thread_id")
-        )
+            .select_related("thread")
+        }
         for ancestor in ancestors:
             if ancestor in found:
-                return Thread.objects.get(pk=found[ancestor])
+                return found[ancestor]
     return Thread.objects.create(team=team, subject=email.subject[:998])
 
 
