@@ -242,3 +242,12 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django_q": {"level": env_str("LOG_LEVEL_TASKS", "WARNING")}},
 }
+
+# Mail servers (SPEC S2): extra CA certificates to trust (a PEM file, for company servers
+# with their own CA), timeouts, and plain-text IMAP/SMTP only for loopback test servers.
+CRM_MAIL_CA_FILE = env_str("CRM_MAIL_CA_FILE", "")
+CRM_MAIL_TIMEOUT = env_int("CRM_MAIL_TIMEOUT", 30)
+CRM_ALLOW_PLAINTEXT_LOOPBACK = env_bool("CRM_ALLOW_PLAINTEXT_LOOPBACK", False)
+# What runs on each synced batch: the engagements app's matcher (mailboxes does not import it).
+CRM_SYNC_MATCHER = env_str("CRM_SYNC_MATCHER", "engagements.matching.log_matches")
+CRM_SYNC_INTERVAL_MINUTES = env_int("CRM_SYNC_INTERVAL_MINUTES", 5)

@@ -14,6 +14,7 @@ urlpatterns = [
     path("", home, name="home"),
     path("accounts/", include("allauth.urls")),
     path("team/", include("teams.urls")),
+    path("mailboxes/", include("mailboxes.urls")),
     path("", include("contacts.urls")),
     path("", include("engagements.urls")),
     path("admin/", admin.site.urls),

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.base import ContentFile
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from mailboxes.parsing import ParsedAttachment
 from teams.models import Team
 
-from .models import EmailEngagement, Thread, TrackedMessageId
+from .models import Attachment, EmailEngagement, Thread, TrackedMessageId
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ def log_email(
     companies: Iterable[models.Model] = (),
     deals: Iterable[models.Model] = (),
     actor: AbstractBaseUser | None = None,
+    attachments: Iterable[ParsedAttachment] = (),
+    attachments_note: str = "",
 ) -> EmailEngagement:
     """Log `email` on the given records and track its Message-ID; idempotent.
 
@@ -112,6 +116,18 @@ def log_email(
                     body_html=email.body_html,
                     sent_at=email.sent_at,
                     logged_by=actor,
+                    attachments_note=attachments_note[:300],
+                )
+                Attachment.objects.bulk_create(
+                    Attachment(
+                        team=team,
+                        engagement=engagement,
+                        filename=item.filename,
+                        content_type=item.content_type[:255],
+                        size=len(item.payload),
+                        file=ContentFile(item.payload, name=item.filename),
+                    )
+                    for item in attachments
                 )
         except IntegrityError:
             # Logged concurrently by another worker: use that row.

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Mailbox
+from .models import Folder, Mailbox, MessageMeta
 
 
 @admin.register(Mailbox)
@@ -18,3 +18,28 @@ class MailboxAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
         return False  # mailboxes are connected by their owners, through the connect flow
+
+
+@admin.register(Folder)
+class FolderAdmin(admin.ModelAdmin):
+    list_display = ["name", "role", "mailbox", "synced_count", "total_count", "last_synced_at"]
+    list_filter = ["team", "role"]
+    search_fields = ["mailbox__email_address", "name"]
+    readonly_fields = ["team", "mailbox", "cursor", "synced_count", "total_count"]
+
+
+@admin.register(MessageMeta)
+class MessageMetaAdmin(admin.ModelAdmin):
+    """Support triage (SPEC R4): a mailbox's recent headers, never a body."""
+
+    list_display = ["received_at", "from_address", "subject", "folder", "size", "flags", "team"]
+    list_filter = ["team", "mailbox"]
+    search_fields = ["message_id", "subject", "from_address"]
+    date_hierarchy = "received_at"
+    list_select_related = ["folder"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False

@@ -3,12 +3,18 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
+from django.urls import reverse
 from django.utils import timezone
 
 from crm_site.tenancy import TeamScopedQuerySet
 from teams.models import Team
 
 from .fields import EncryptedSecretField
+
+
+class MailboxQuerySet(TeamScopedQuerySet):
+    def connected(self) -> MailboxQuerySet:
+        return self.filter(state=Mailbox.State.CONNECTED)
 
 
 class Mailbox(models.Model):
@@ -31,11 +37,16 @@ class Mailbox(models.Model):
     email_address = models.EmailField(max_length=320)
     # Passwords or OAuth tokens, encrypted at rest (SPEC S1); never rendered or logged.
     credentials = EncryptedSecretField(editable=False)
+    # Provider settings (hosts, ports, security, username): never secret, never queried.
+    settings = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.CONNECTED)
     last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    is_syncing = models.BooleanField(default=False)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
-    objects = TeamScopedQuerySet.as_manager()
+    objects = MailboxQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "mailboxes"
@@ -47,3 +58,113 @@ class Mailbox(models.Model):
 
     def __str__(self) -> str:
         return f"{self.email_address} ({self.get_kind_display()})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("mailboxes:mailbox_detail", args=[self.pk])
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """(messages read, messages known) over the synced folders (uses prefetched folders)."""
+        folders = list(self.folders.all())
+        return sum(f.synced_count for f in folders), sum(f.total_count for f in folders)
+
+
+class Folder(models.Model):
+    """A synced folder of a mailbox and its sync checkpoint (the provider's opaque cursor)."""
+
+    class Role(models.TextChoices):
+        INBOX = "inbox", "Inbox"
+        SENT = "sent", "Sent"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE)
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="folders")
+    name = models.CharField(max_length=500)
+    role = models.CharField(max_length=10, choices=Role.choices)
+    cursor = models.TextField(blank=True)
+    synced_count = models.PositiveIntegerField(default=0)
+    total_count = models.PositiveIntegerField(default=0)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TeamScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["role", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "name"], name="mailboxes_folder_name_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MessageMetaQuerySet(TeamScopedQuerySet):
+    def recent(self) -> MessageMetaQuerySet:
+        return self.order_by("-received_at", "-pk")
+
+
+class MessageMeta(models.Model):
+    """Header metadata of one message in one folder (SPEC R4: erased after 60 days).
+
+    Never a body, text or attachment: those live in MessageBody (7 days) or on timelines.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE)
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="messages")
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="messages")
+    ref = models.CharField(max_length=200, help_text="The provider's id in the folder (UID).")
+    message_id = models.CharField(max_length=998, blank=True)
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    references = models.TextField(blank=True)
+    from_name = models.CharField(max_length=300, blank=True)
+    from_address = models.CharField(max_length=320, blank=True)
+    to = models.JSONField(default=list, blank=True)
+    cc = models.JSONField(default=list, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(null=True, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    flags = models.CharField(max_length=500, blank=True)
+    problems = models.CharField(max_length=500, blank=True, help_text="Unreadable headers.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = MessageMetaQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["folder", "ref"], name="mailboxes_msgmeta_folder_ref_uniq"
+            )
+        ]
+        indexes = [
+            # Duplicate check and resync: one message per (mailbox, Message-ID).
+            models.Index(fields=["mailbox", "message_id"], name="msgmeta_mailbox_msgid_idx"),
+            # Purge (R4) and the support-triage view, newest first.
+            models.Index(fields=["team", "created_at"], name="msgmeta_team_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.subject or self.message_id or f"message {self.ref}"
+
+    @property
+    def reference_ids(self) -> list[str]:
+        return [ref for ref in self.references.split() if ref]
+
+
+class MessageBody(models.Model):
+    """The raw copy of a tracked thread's message (SPEC R3: erased after 7 days)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE)
+    meta = models.OneToOneField(MessageMeta, on_delete=models.CASCADE, related_name="body")
+    raw = models.BinaryField()
+    fetched_at = models.DateTimeField(default=timezone.now)
+
+    objects = TeamScopedQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # Purge (R3): cached bodies older than the retention period.
+            models.Index(fields=["team", "fetched_at"], name="msgbody_team_fetched_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"body of {self.meta_id}"

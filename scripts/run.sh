@@ -9,6 +9,7 @@ setup_venv requirements.txt
 PY=.venv/bin/python
 PORT=${PORT:-8000}
 $PY manage.py migrate --noinput -v 0
+$PY manage.py setup_schedules
 $PY manage.py load_demo_data
 
 $PY manage.py qcluster &

@@ -6,13 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_setup.sh
 
-# Debian packages: the PostgreSQL server, and Chromium for the browser tests. Stop the
-# package from creating (and starting) its own cluster: the tests start their own.
+# Debian packages: the PostgreSQL server, Dovecot (IMAP) and openssl for the mail tests, and
+# Chromium for the browser tests. Stop the PostgreSQL package from creating (and starting) its
+# own cluster: the tests start their own servers on free loopback ports.
 if [ "$(id -u)" = 0 ] && [ ! -e /etc/postgresql-common/createcluster.d/threadline.conf ]; then
   mkdir -p /etc/postgresql-common/createcluster.d
   echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/threadline.conf
 fi
-apt_install postgresql chromium fonts-liberation
+apt_install postgresql dovecot-imapd openssl chromium fonts-liberation
 setup_venv requirements-dev.txt
 PY=.venv/bin/python
 export PYTHONDONTWRITEBYTECODE=1

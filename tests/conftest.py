@@ -60,3 +60,48 @@ def client_for():
         return client
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _tasks_run_inline(monkeypatch):
+    # django-q2 reads its settings once, at import: run queued tasks in the caller (STYLE 7).
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+# Real mail servers, started once per test session (tests/servers).
+
+
+@pytest.fixture(scope="session")
+def dovecot():
+    from .servers.dovecot import DovecotServer
+
+    with DovecotServer(special_use=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def dovecot_plain():
+    """A server without SPECIAL-USE, whose sent folder is only named "Sent Items"."""
+    from .servers.dovecot import DovecotServer
+
+    with DovecotServer(special_use=False) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def smtp_server(dovecot, dovecot_plain):
+    from .servers.smtp import SmtpServer
+
+    def check(user, password):
+        return password in {dovecot.users.get(user), dovecot_plain.users.get(user)}
+
+    with SmtpServer(check_login=check) as server:
+        yield server
+
+
+@pytest.fixture
+def mail_settings(settings):
+    settings.CRM_ALLOW_PLAINTEXT_LOOPBACK = True
+    return settings

@@ -6,12 +6,15 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from contacts.models import Company, Contact, Deal
 from engagements.models import Attachment, EmailEngagement
-from teams.models import Invitation
+from mailboxes.crypto import Secret
+from mailboxes.models import Mailbox
+from teams.models import Invitation, Membership
 from tests.factories import (
     CompanyFactory,
     ContactFactory,
     DealFactory,
     EmailEngagementFactory,
+    MembershipFactory,
 )
 
 
@@ -20,6 +23,18 @@ def _attachment(team):
     return Attachment.objects.create(
         team=team, engagement=engagement, filename="a.txt", file=ContentFile(b"a", name="a.txt")
     )
+
+
+def _mailbox(team):
+    first = Membership.objects.filter(team=team).first()
+    owner = first.user if first else MembershipFactory(team=team).user
+    return Mailbox.objects.create(
+        team=team, owner=owner, kind="imap", email_address=f"{owner.username}@example.com",
+        credentials=Secret({"password": "x"}),
+        settings={"imap_host": "127.0.0.1", "imap_port": 9, "imap_security": "ssl",
+                  "smtp_host": "127.0.0.1", "smtp_port": 9, "smtp_security": "ssl",
+                  "username": "x"},
+    )  # fmt: skip
 
 
 def _deleted_engagement(team):
@@ -44,6 +59,10 @@ URLS_WITH_IDS = {
     ),
     "engagements:engagement_restore": ("post", _deleted_engagement, EmailEngagement),
     "engagements:attachment_download": ("get", _attachment, Attachment),
+    "mailboxes:mailbox_detail": ("get", _mailbox, Mailbox),
+    "mailboxes:mailbox_status": ("get", _mailbox, Mailbox),
+    "mailboxes:mailbox_sync": ("post", _mailbox, Mailbox),
+    "mailboxes:mailbox_delete": ("post", _mailbox, Mailbox),
     "teams:invitation_revoke": (
         "post",
         lambda t: Invitation.objects.create(team=t, email="x@example.com"),

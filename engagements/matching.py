@@ -1,0 +1,119 @@
+"""The matcher run on every synced batch (SPEC L2, L3, L5).
+
+A message whose In-Reply-To or References names a tracked Message-ID is read in full and
+logged on the thread's records; everything else stays metadata only.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from django.db.models import F, Model
+from django.template.defaultfilters import filesizeformat
+
+from contacts.models import Company, Contact, Deal
+from mailboxes.models import MessageMeta
+from mailboxes.parsing import ParsedAttachment, parse_message
+from mailboxes.services import BatchContext
+from teams.models import RetentionPolicy, Team
+
+from .models import EmailEngagement, TrackedMessageId
+from .services import Address, EmailData, log_email
+
+
+def _ancestors(meta: MessageMeta) -> list[str]:
+    """Ids this message answers, nearest first."""
+    ids = [meta.in_reply_to] if meta.in_reply_to else []
+    ids += reversed(meta.reference_ids)
+    return [i for i in ids if i]
+
+
+def _thread_records(team: Team, thread_ids: set[int]) -> dict[int, dict[str, list[Model]]]:
+    """For each thread, the contacts, companies and deals its email is logged on (3 queries)."""
+    records: dict[int, dict[str, list[Model]]] = defaultdict(lambda: defaultdict(list))
+    for field, model in (("contacts", Contact), ("companies", Company), ("deals", Deal)):
+        rows = (
+            model.objects.for_team(team)
+            .filter(email_engagements__thread_id__in=thread_ids)
+            .annotate(thread_id=F("email_engagements__thread_id"))
+            .distinct()
+        )
+        for row in rows:
+            if row not in records[row.thread_id][field]:
+                records[row.thread_id][field].append(row)
+    return records
+
+
+def _attachments(
+    policy: RetentionPolicy, size: int, attachments: list[ParsedAttachment]
+) -> tuple[list[ParsedAttachment], str]:
+    """The attachments to keep and, when some are dropped, why (SPEC L5)."""
+    if not attachments:
+        return [], ""
+    if not policy.log_attachments:
+        return [], "Attachments were not logged: attachment logging is off for your team."
+    if size >= policy.attachment_max_bytes:
+        return [], (
+            f"Attachments were not logged: the email ({filesizeformat(size)}) is over the "
+            f"{policy.attachment_max_mb} MB limit."
+        )
+    return attachments, ""
+
+
+def log_matches(context: BatchContext) -> None:
+    """Log the batch's replies to tracked threads.
+
+    A fixed number of queries per batch for the matching itself (tracked ids, already-logged
+    ids, records of the matched threads); then one log_email per matched message.
+    """
+    mailbox = context.mailbox
+    team = mailbox.team
+    wanted = {i for meta in context.messages for i in _ancestors(meta)}
+    tracked = {
+        t.message_id: t.thread_id for t in TrackedMessageId.objects.for_team(team).matching(wanted)
+    }
+    if not tracked:
+        return
+    logged = set(
+        EmailEngagement.objects.for_team(team)
+        .filter(message_id__in={m.message_id for m in context.messages if m.message_id})
+        .values_list("message_id", flat=True)
+    )
+    records = _thread_records(team, set(tracked.values()))
+    policy, _ = RetentionPolicy.objects.get_or_create(team=team)
+    own_address = mailbox.email_address.lower()
+    for meta in context.messages:  # in arrival order: a reply's parent is logged first
+        thread_id = next((tracked[i] for i in _ancestors(meta) if i in tracked), None)
+        if thread_id is None or meta.message_id in logged:
+            continue  # untracked (L3), or already logged from another folder or delivery
+        parsed = parse_message(context.fetch(meta))
+        attachments, note = _attachments(policy, meta.size, parsed.attachments)
+        message_id = meta.message_id or f"threadline-{meta.folder_id}-{meta.ref}@invalid"
+        log_email(
+            team=team,
+            email=EmailData(
+                message_id=message_id,
+                sender=Address(meta.from_address or "unknown@invalid", meta.from_name),
+                to=tuple(Address(a["email"], a["name"]) for a in meta.to),
+                cc=tuple(Address(a["email"], a["name"]) for a in meta.cc),
+                subject=meta.subject,
+                body_text=parsed.text,
+                body_html=parsed.html,
+                sent_at=meta.sent_at or meta.received_at or meta.created_at,
+                in_reply_to=meta.in_reply_to,
+                references=tuple(meta.reference_ids),
+            ),
+            direction=(
+                EmailEngagement.Direction.OUTGOING
+                if meta.from_address.lower() == own_address
+                else EmailEngagement.Direction.INCOMING
+            ),
+            source=EmailEngagement.Source.SYNC,
+            contacts=records[thread_id]["contacts"],
+            companies=records[thread_id]["companies"],
+            deals=records[thread_id]["deals"],
+            attachments=attachments,
+            attachments_note=note,
+        )
+        logged.add(message_id)
+        tracked[message_id] = thread_id

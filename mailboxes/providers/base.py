@@ -1,0 +1,144 @@
+"""The provider interface: what every mail provider offers the sync and send services.
+
+Providers never import models or touch the ORM: they get a `ProviderConfig` and give back
+plain dataclasses. Parsing raw messages is `mailboxes.parsing`'s job, for every provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Everything a provider needs to talk to one mailbox; built by the service."""
+
+    email_address: str
+    settings: dict[str, Any]
+    credentials: dict[str, Any]
+    ca_file: str = ""  # extra trusted CA certificates (self-signed company servers)
+    allow_plaintext_loopback: bool = False
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    name: str
+    attributes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a successful check found (SPEC C3)."""
+
+    server: tuple[str, ...]
+    folders: tuple[FolderInfo, ...]
+    inbox: str
+    sent_folder: str | None
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    """Header metadata of one message in one folder (SPEC R4: never a body)."""
+
+    folder: str
+    ref: str  # the provider's id of the message in the folder (IMAP: the UID)
+    message_id: str
+    in_reply_to: str
+    references: tuple[str, ...]
+    from_name: str
+    from_address: str
+    to: tuple[tuple[str, str], ...]
+    cc: tuple[tuple[str, str], ...]
+    subject: str
+    sent_at: datetime | None
+    received_at: datetime | None
+    size: int
+    flags: tuple[str, ...]
+    problems: tuple[str, ...] = ()  # why some headers could not be read
+
+
+@dataclass
+class Batch:
+    """One chunk of changes in a folder, and the cursor to ask for the next one."""
+
+    messages: list[MessageMeta]
+    cursor: str
+    done: bool
+    remaining: int = 0
+    reset: bool = False  # the folder's identity changed (UIDVALIDITY): forget what was read
+    flag_updates: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+class MailProvider(Protocol):
+    """Used as a context manager: one connection for a sync or a check."""
+
+    def __enter__(self) -> MailProvider: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def check(self) -> Capabilities:
+        """Log in, read capabilities and folders, and check sending; raise ProviderError."""
+        ...
+
+    def changes(self, folder: str, cursor: str | None, limit: int, since: date) -> Batch:
+        """Metadata of at most `limit` messages new since `cursor` (mail since `since` on the
+        first run); raise ProviderError."""
+        ...
+
+    def fetch_full(self, folder: str, ref: str) -> bytes:
+        """The raw RFC 822 bytes of one message, read without changing its flags."""
+        ...
+
+
+class ProviderError(Exception):
+    """A failure in plain words. `permanent` failures need the user; others are retried."""
+
+    permanent = False
+    cause = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AuthFailed(ProviderError):
+    permanent = True
+    cause = "auth_failed"
+
+
+class AccessRevoked(ProviderError):
+    permanent = True
+    cause = "access_revoked"
+
+
+class MailboxMoved(ProviderError):
+    permanent = True
+    cause = "mailbox_moved"
+
+
+class TlsFailed(ProviderError):
+    permanent = True
+    cause = "tls_failed"
+
+
+class WrongProtocol(ProviderError):
+    """The server speaks something else (a POP3 server, an HTTP port)."""
+
+    permanent = True
+    cause = "wrong_protocol"
+
+
+class ServerUnavailable(ProviderError):
+    cause = "server_unavailable"
+
+
+class Throttled(ProviderError):
+    cause = "throttled"
+
+
+class BadMessage(ProviderError):
+    permanent = True
+    cause = "bad_message"

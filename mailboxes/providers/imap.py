@@ -1,0 +1,411 @@
+"""IMAP/SMTP provider (imapclient for IMAP, smtplib for SMTP).
+
+The user's mailbox is never changed: folders are selected read-only, messages are read with
+BODY.PEEK, and no flag is set or cleared (SPEC U).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import json
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from ipaddress import ip_address
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from ..parsing import parse_headers
+from .base import (
+    AuthFailed,
+    Batch,
+    Capabilities,
+    FolderInfo,
+    MessageMeta,
+    ProviderConfig,
+    ProviderError,
+    ServerUnavailable,
+    TlsFailed,
+    WrongProtocol,
+)
+
+HEADER_FIELDS = b"FROM TO CC SUBJECT DATE MESSAGE-ID IN-REPLY-TO REFERENCES"
+META_ITEMS = [b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE",
+              b"BODY.PEEK[HEADER.FIELDS (" + HEADER_FIELDS + b")]"]  # fmt: skip
+
+# Sent folder names to try when the server has no SPECIAL-USE (SPEC L6, U), in order.
+LOCALISED_SENT_NAMES = (
+    "sent items", "sent mail", "sent messages", "posta inviata", "inviata", "inviati",
+    "gesendet", "gesendete elemente", "gesendete objekte", "envoyés", "éléments envoyés",
+    "enviados", "elementos enviados", "verzonden", "verzonden items", "enviadas", "wysłane",
+)  # fmt: skip
+
+SECURITY_CHOICES = ("ssl", "starttls", "plain")
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    """The provider settings stored on the mailbox (Mailbox.settings)."""
+
+    imap_host: str
+    imap_port: int
+    imap_security: str
+    smtp_host: str
+    smtp_port: int
+    smtp_security: str
+    username: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImapSettings:
+        return cls(
+            imap_host=str(data["imap_host"]).strip().lower(),
+            imap_port=int(data["imap_port"]),
+            imap_security=str(data["imap_security"]),
+            smtp_host=str(data["smtp_host"]).strip().lower(),
+            smtp_port=int(data["smtp_port"]),
+            smtp_security=str(data["smtp_security"]),
+            username=str(data["username"]),
+        )
+
+
+@dataclass
+class _Cursor:
+    uidvalidity: int
+    last_uid: int = 0
+    modseq: int | None = None  # HIGHESTMODSEQ when the folder was last fully read
+    start_modseq: int | None = None  # HIGHESTMODSEQ when the current reading began
+
+    @classmethod
+    def load(cls, text: str | None) -> _Cursor | None:
+        return cls(**json.loads(text)) if text else None
+
+    def dump(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def describe_network_error(exc: BaseException, host: str, port: int) -> ProviderError:
+    """Turn a socket/TLS exception into a plain-words ProviderError (SPEC C3)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TlsFailed(
+            f"The security certificate of {host} could not be verified "
+            f"({exc.verify_message}). Check the host name, or ask your IT team whether the "
+            "server uses a certificate your organisation issued itself."
+        )
+    if isinstance(exc, ssl.SSLError):
+        return TlsFailed(
+            f"Could not set up a secure connection with {host}:{port}. Check that the port "
+            "matches the security setting (usually 993 for SSL/TLS and 143 for STARTTLS)."
+        )
+    if isinstance(exc, socket.gaierror):
+        return ServerUnavailable(f"The host name {host} was not found. Check its spelling.")
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return ServerUnavailable(
+            f"{host}:{port} did not answer in time. Check the host and port, and that no "
+            "firewall blocks the connection."
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return ServerUnavailable(f"{host} refused the connection on port {port}. Check the port.")
+    return ServerUnavailable(f"The connection to {host}:{port} failed ({exc}).")
+
+
+class ImapProvider:
+    """One IMAP connection for the duration of a `with` block."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.settings = ImapSettings.from_dict(config.settings)
+        self._client: IMAPClient | None = None
+        self._selected: tuple[str, dict[bytes, Any]] | None = None
+        self._pending: dict[tuple[str, int], list[int]] = {}
+
+    # -- connection -------------------------------------------------------------------
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if self.config.ca_file:
+            context.load_verify_locations(cafile=self.config.ca_file)
+        return context
+
+    def _check_security(self, host: str, security: str) -> None:
+        if security not in SECURITY_CHOICES:
+            raise ValueError(f"unknown security {security!r}")
+        if security == "plain" and not (self.config.allow_plaintext_loopback and is_loopback(host)):
+            raise TlsFailed("Unencrypted connections are not allowed: choose SSL/TLS or STARTTLS.")
+
+    def __enter__(self) -> ImapProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._client is not None:
+            with contextlib.suppress(IMAPClientError, OSError, imaplib.IMAP4.error):
+                self._client.logout()
+            self._client = None
+
+    @property
+    def client(self) -> IMAPClient:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> IMAPClient:
+        s = self.settings
+        self._check_security(s.imap_host, s.imap_security)
+        try:
+            client = IMAPClient(
+                s.imap_host,
+                port=s.imap_port,
+                ssl=s.imap_security == "ssl",
+                ssl_context=self._ssl_context(),
+                timeout=self.config.timeout,
+            )
+            if s.imap_security == "starttls":
+                client.starttls(self._ssl_context())
+        except imaplib.IMAP4.error:
+            # imaplib does not say what it got instead of an IMAP greeting: look again.
+            if self._greeting().startswith(b"+OK"):
+                raise WrongProtocol(pop3_explanation(s.imap_host)) from None
+            raise WrongProtocol(
+                f"{s.imap_host}:{s.imap_port} does not answer like an IMAP server. Check the "
+                "port (usually 993 for SSL/TLS, 143 for STARTTLS)."
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise describe_network_error(exc, s.imap_host, s.imap_port) from None
+        try:
+            client.login(s.username, self.config.credentials["password"])
+        except LoginError:
+            raise AuthFailed(
+                "The IMAP server refused the username or password. Check them; some "
+                "providers need an app password instead of your usual one."
+            ) from None
+        except (OSError, IMAPClientError) as exc:
+            raise describe_network_error(exc, s.imap_host, s.imap_port) from None
+        if client.has_capability("CONDSTORE"):
+            # Makes SELECT report HIGHESTMODSEQ: the cheap "anything changed?" check (P1).
+            client.enable("CONDSTORE")
+        return client
+
+    def _greeting(self) -> bytes:
+        """The first line the IMAP host/port sends, or b"" if it cannot be read."""
+        s = self.settings
+        try:
+            with socket.create_connection((s.imap_host, s.imap_port), timeout=5) as raw:
+                sock = raw
+                if s.imap_security == "ssl":
+                    sock = self._ssl_context().wrap_socket(raw, server_hostname=s.imap_host)
+                return sock.recv(200)
+        except (OSError, ssl.SSLError):
+            return b""
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an IMAP command, mapping a dropped connection to ServerUnavailable."""
+        try:
+            return fn(*args, **kwargs)
+        except (OSError, imaplib.IMAP4.abort) as exc:
+            self._client = None
+            s = self.settings
+            raise describe_network_error(exc, s.imap_host, s.imap_port) from None
+
+    # -- check ------------------------------------------------------------------------
+    def check(self) -> Capabilities:
+        capabilities = tuple(c.decode() for c in self._call(self.client.capabilities))
+        folders = tuple(
+            FolderInfo(name=name, attributes=tuple(a.decode() for a in flags))
+            for flags, _delimiter, name in self._call(self.client.list_folders)
+        )
+        self.check_smtp()
+        return Capabilities(
+            server=capabilities,
+            folders=folders,
+            inbox="INBOX",
+            sent_folder=find_sent_folder(folders),
+        )
+
+    def check_smtp(self) -> None:
+        """Log in to the SMTP server and out again."""
+        with self.smtp() as _connection:
+            pass
+
+    def smtp(self) -> smtplib.SMTP:
+        s = self.settings
+        self._check_security(s.smtp_host, s.smtp_security)
+        try:
+            if s.smtp_security == "ssl":
+                connection: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.smtp_host, s.smtp_port, timeout=self.config.timeout,
+                    context=self._ssl_context(),
+                )  # fmt: skip
+            else:
+                connection = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=self.config.timeout)
+                if s.smtp_security == "starttls":
+                    connection.starttls(context=self._ssl_context())
+            connection.login(s.username, self.config.credentials["password"])
+        except smtplib.SMTPAuthenticationError:
+            raise AuthFailed(
+                "The SMTP server refused the username or password. Check them; some "
+                "providers need an app password instead of your usual one."
+            ) from None
+        except smtplib.SMTPNotSupportedError:
+            raise WrongProtocol(
+                f"The SMTP server {s.smtp_host} does not accept logins on port {s.smtp_port}; "
+                "try the submission port 587 with STARTTLS, or 465 with SSL/TLS."
+            ) from None
+        except smtplib.SMTPException as exc:
+            raise ServerUnavailable(f"The SMTP server {s.smtp_host} answered: {exc}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise describe_network_error(exc, s.smtp_host, s.smtp_port) from None
+        return connection
+
+    # -- sync -------------------------------------------------------------------------
+    def _select(self, folder: str) -> dict[bytes, Any]:
+        if self._selected is None or self._selected[0] != folder:
+            info = self._call(self.client.select_folder, folder, readonly=True)
+            self._selected = (folder, info)
+        return self._selected[1]
+
+    def changes(self, folder: str, cursor: str | None, limit: int, since: date) -> Batch:
+        # A fresh SELECT per call: it is what tells us about new mail (UIDNEXT, MODSEQ).
+        self._selected = None
+        info = self._select(folder)
+        uidvalidity = int(info[b"UIDVALIDITY"])
+        uidnext = int(info.get(b"UIDNEXT", 0))
+        modseq = info.get(b"HIGHESTMODSEQ")
+        modseq = int(modseq) if modseq is not None else None
+        state = _Cursor.load(cursor)
+        reset = state is not None and state.uidvalidity != uidvalidity
+        if state is None or reset:
+            state = _Cursor(uidvalidity=uidvalidity)
+            self._pending.pop((folder, uidvalidity), None)
+        if state.start_modseq is None:
+            state.start_modseq = modseq  # changes after this are seen by the next reading
+
+        key = (folder, uidvalidity)
+        pending = self._pending_uids(folder, state, uidnext, since)
+        chunk, rest = pending[:limit], pending[limit:]
+        if rest:
+            self._pending[key] = rest
+        else:
+            self._pending.pop(key, None)
+        messages = self._fetch_meta(folder, chunk) if chunk else []
+        if chunk:
+            state.last_uid = max(chunk)
+        flag_updates: dict[str, tuple[str, ...]] = {}
+        if not rest:
+            flag_updates = self._flag_changes(state, modseq)
+            state.modseq, state.start_modseq = state.start_modseq, None
+        return Batch(
+            messages=messages,
+            cursor=state.dump(),
+            done=not rest,
+            remaining=len(rest),
+            reset=reset,
+            flag_updates=flag_updates,
+        )
+
+    def _pending_uids(self, folder: str, state: _Cursor, uidnext: int, since: date) -> list[int]:
+        key = (folder, state.uidvalidity)
+        if key in self._pending:
+            return self._pending[key]
+        if uidnext and uidnext - 1 <= state.last_uid:
+            return []  # nothing new: no SEARCH needed
+        criteria: list[Any] = ["SINCE", since]
+        if state.last_uid:
+            criteria = ["UID", f"{state.last_uid + 1}:*", *criteria]
+        uids = self._call(self.client.search, criteria)
+        return sorted(uid for uid in uids if uid > state.last_uid)
+
+    def _flag_changes(self, state: _Cursor, modseq: int | None) -> dict[str, tuple[str, ...]]:
+        """Flags changed since the last full read, with CONDSTORE (RFC 7162) when offered."""
+        since = state.modseq
+        if not (since and modseq and modseq > since and state.last_uid):
+            return {}
+        uids = self._call(self.client.search, ["MODSEQ", str(since + 1)])
+        uids = [uid for uid in uids if uid <= state.last_uid]
+        if not uids:
+            return {}
+        fetched = self._call(self.client.fetch, uids, [b"FLAGS"])
+        return {str(uid): _flags(data) for uid, data in fetched.items()}
+
+    def _fetch_meta(self, folder: str, uids: list[int]) -> list[MessageMeta]:
+        fetched = self._call(self.client.fetch, uids, META_ITEMS)
+        return [meta_from_fetch(folder, uid, data) for uid, data in sorted(fetched.items())]
+
+    def fetch_full(self, folder: str, ref: str) -> bytes:
+        self._select(folder)
+        fetched = self._call(self.client.fetch, [int(ref)], [b"BODY.PEEK[]"])
+        data = fetched.get(int(ref))
+        if not data:
+            raise ServerUnavailable(f"Message {ref} is no longer in {folder}.")
+        return bytes(data[b"BODY[]"])
+
+    def append(self, folder: str, raw: bytes, flags: tuple[str, ...] = ("\\Seen",)) -> None:
+        """File a message in a folder (the sent-folder copy of SPEC L6; the one write)."""
+        self._call(self.client.append, folder, raw, flags=list(flags))
+
+
+def _flags(data: dict[bytes, Any]) -> tuple[str, ...]:
+    return tuple(sorted(f.decode() if isinstance(f, bytes) else str(f) for f in data[b"FLAGS"]))
+
+
+def meta_from_fetch(folder: str, uid: int, data: dict[bytes, Any]) -> MessageMeta:
+    header = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+    fields = parse_headers(bytes(header))
+    received = data.get(b"INTERNALDATE")
+    if isinstance(received, datetime) and received.tzinfo is None:
+        # imapclient gives naive local times unless asked otherwise.
+        received = received.astimezone(UTC)
+    return MessageMeta(
+        folder=folder,
+        ref=str(uid),
+        message_id=fields.message_id,
+        in_reply_to=fields.in_reply_to,
+        references=fields.references,
+        from_name=fields.from_name,
+        from_address=fields.from_address,
+        to=fields.to,
+        cc=fields.cc,
+        subject=fields.subject,
+        sent_at=fields.sent_at,
+        received_at=received,
+        size=int(data.get(b"RFC822.SIZE", 0)),
+        flags=_flags(data),
+        problems=tuple(fields.problems),
+    )
+
+
+def find_sent_folder(folders: tuple[FolderInfo, ...]) -> str | None:
+    """RFC 6154 `\\Sent`, else a name containing "sent", else a common localised name."""
+    for folder in folders:
+        if "\\Sent" in folder.attributes:
+            return folder.name
+    for folder in folders:
+        if "sent" in folder.name.lower().rsplit("/", 1)[-1]:
+            return folder.name
+    by_name = {folder.name.lower().rsplit("/", 1)[-1]: folder.name for folder in folders}
+    for name in LOCALISED_SENT_NAMES:
+        if name in by_name:
+            return by_name[name]
+    return None
+
+
+def pop3_explanation(host: str) -> str:
+    """SPEC C2: why POP3 cannot work, and what to ask for."""
+    return (
+        f"{host} looks like a POP3 server. Threadline needs IMAP: it must be able to read your "
+        "mail on the server at any time, and POP3 moves mail off the server onto one device, "
+        "while IMAP keeps it on the server. Ask your IT team to enable IMAP for your mailbox "
+        "and for its settings: the IMAP host and port (usually 993 with SSL/TLS) and the SMTP "
+        "host and port (usually 587 with STARTTLS or 465 with SSL/TLS)."
+    )

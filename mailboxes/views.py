@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+from django_q.tasks import async_task
+
+from crm_site.tenancy import get_for_team_or_404, team_member_required
+
+from .forms import PRESETS, ImapConnectForm
+from .models import Mailbox
+from .services import ConnectError, connect_mailbox, delete_mailbox
+
+SYNC_TASK = "mailboxes.tasks.sync_mailbox_task"
+
+
+def _mailbox(request: HttpRequest, pk: int) -> Mailbox:
+    return get_for_team_or_404(
+        Mailbox.objects.select_related("owner").prefetch_related("folders"), request.team, pk=pk
+    )
+
+
+@team_member_required
+def mailbox_list(request: HttpRequest) -> HttpResponse:
+    mailboxes = (
+        Mailbox.objects.for_team(request.team)
+        .select_related("owner")
+        .prefetch_related("folders")
+        .order_by("email_address")
+    )
+    return render(request, "mailboxes/mailbox_list.html", {"mailboxes": mailboxes})
+
+
+@team_member_required
+def mailbox_connect(request: HttpRequest) -> HttpResponse:
+    form = ImapConnectForm(request.POST or None, initial={"email_address": request.user.email})
+    if request.method == "POST" and form.is_valid():
+        try:
+            mailbox = connect_mailbox(
+                team=request.team,
+                owner=request.user,
+                kind=Mailbox.Kind.IMAP,
+                email_address=form.cleaned_data["email_address"],
+                provider_settings=form.provider_settings(),
+                credentials={"password": form.cleaned_data["password"]},
+            )
+        except ConnectError as exc:
+            form.add_error(None, str(exc))
+        else:
+            async_task(SYNC_TASK, mailbox.pk, group="sync")
+            messages.success(
+                request, f"{mailbox.email_address} is connected. The first sync has started."
+            )
+            return redirect(mailbox)
+    status = 400 if form.errors else 200
+    return render(
+        request, "mailboxes/mailbox_connect.html", {"form": form, "presets": PRESETS}, status=status
+    )
+
+
+@team_member_required
+def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    mailbox = _mailbox(request, pk)
+    return render(request, "mailboxes/mailbox_detail.html", {"mailbox": mailbox})
+
+
+@team_member_required
+def mailbox_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """The sync progress, polled by the mailbox page while a sync runs."""
+    mailbox = _mailbox(request, pk)
+    done, total = mailbox.progress
+    return JsonResponse(
+        {
+            "is_syncing": mailbox.is_syncing,
+            "done": done,
+            "total": total,
+            "last_synced_at": mailbox.last_synced_at,
+            "last_error": mailbox.last_error,
+            "folders": [
+                {"name": f.name, "done": f.synced_count, "total": f.total_count}
+                for f in mailbox.folders.all()
+            ],
+        }
+    )
+
+
+@require_POST
+@team_member_required
+def mailbox_sync(request: HttpRequest, pk: int) -> HttpResponse:
+    mailbox = _mailbox(request, pk)
+    async_task(SYNC_TASK, mailbox.pk, group="sync")
+    messages.success(request, "Sync started.")
+    return redirect(mailbox)
+
+
+@require_POST
+@team_member_required
+def mailbox_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    mailbox = _mailbox(request, pk)
+    if mailbox.owner_id != request.user.pk:
+        raise Http404("Only the owner can disconnect a mailbox.")
+    delete_mailbox(mailbox=mailbox)
+    messages.success(
+        request, f"{mailbox.email_address} was disconnected. Email on timelines stays."
+    )
+    return redirect("mailboxes:mailbox_list")

@@ -1,0 +1,81 @@
+"""Building and delivering test messages with a plain IMAP client (what a mail server does)."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from django.utils import timezone
+from imapclient import IMAPClient
+
+
+def build_email(
+    *,
+    subject="Hello",
+    sender="Ada Lovelace <ada@example.com>",
+    to="owner@example.com",
+    message_id=None,
+    in_reply_to=None,
+    references=None,
+    text="Hello there",
+    html=None,
+    attachments=(),
+    date=None,
+) -> bytes:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(date or timezone.now())
+    message["Message-ID"] = f"<{message_id}>" if message_id else make_msgid(domain="example.com")
+    if in_reply_to:
+        message["In-Reply-To"] = f"<{in_reply_to}>"
+    if references:
+        message["References"] = " ".join(f"<{r}>" for r in references)
+    message.set_content(text)
+    if html:
+        message.add_alternative(html, subtype="html")
+    for filename, content_type, payload in attachments:
+        maintype, subtype = content_type.split("/")
+        message.add_attachment(payload, maintype=maintype, subtype=subtype, filename=filename)
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+
+class UserMailbox:
+    """A user's mailbox on the test Dovecot, as their own mail client sees it."""
+
+    def __init__(self, server, user, password):
+        self.server, self.user, self.password = server, user, password
+        self.client = IMAPClient(server.host, server.port, ssl=False)
+        self.client.login(user, password)
+
+    def deliver(self, raw: bytes, folder="INBOX", flags=()) -> None:
+        self.client.append(folder, raw, flags=flags)
+
+    def state(self, folder="INBOX") -> dict[int, tuple]:
+        """UID -> flags, read with a separate session and without touching anything."""
+        self.client.select_folder(folder, readonly=True)
+        uids = self.client.search(["ALL"])
+        if not uids:
+            return {}
+        return {
+            uid: tuple(sorted(d[b"FLAGS"])) for uid, d in self.client.fetch(uids, ["FLAGS"]).items()
+        }
+
+    def close(self) -> None:
+        self.client.logout()
+
+
+def imap_form(server, smtp, user, secret, **overrides) -> dict:
+    data = {
+        "email_address": f"{user}@example.com",
+        "imap_host": server.host,
+        "imap_port": server.port,
+        "imap_security": "plain",
+        "smtp_host": smtp.host,
+        "smtp_port": smtp.port,
+        "smtp_security": "plain",
+        "username": user,
+        "password": secret,
+    }
+    return {**data, **overrides}

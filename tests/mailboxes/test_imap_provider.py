@@ -1,0 +1,247 @@
+"""The IMAP provider against a real Dovecot and a real SMTP server."""
+
+import socket
+import threading
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from mailboxes.providers import get_provider
+from mailboxes.providers.base import (
+    AuthFailed,
+    FolderInfo,
+    ProviderConfig,
+    ServerUnavailable,
+    TlsFailed,
+    WrongProtocol,
+)
+from mailboxes.providers.imap import find_sent_folder
+from tests.mailboxes.helpers import UserMailbox, build_email
+
+SINCE = timezone.now().date() - timedelta(days=60)
+
+
+def check(cfg):
+    with get_provider("imap", cfg) as provider:
+        return provider.check()
+
+
+def check_smtp(cfg):
+    with get_provider("imap", cfg) as provider:
+        provider.check_smtp()
+
+
+def config(server, smtp, user, password, *, ca_file="", allow_plain=True, **settings):
+    base = {
+        "imap_host": server.host,
+        "imap_port": server.port,
+        "imap_security": "plain",
+        "smtp_host": smtp.host,
+        "smtp_port": smtp.port,
+        "smtp_security": "plain",
+        "username": user,
+    }
+    return ProviderConfig(
+        email_address=f"{user}@example.com",
+        settings={**base, **settings},
+        credentials={"password": password},
+        ca_file=ca_file,
+        allow_plaintext_loopback=allow_plain,
+        timeout=5,
+    )
+
+
+@pytest.fixture
+def account(dovecot):
+    user, password = dovecot.add_user()
+    mailbox = UserMailbox(dovecot, user, password)
+    yield user, password, mailbox
+    mailbox.close()
+
+
+def test_check_reads_capabilities_and_the_special_use_sent_folder(dovecot, smtp_server, account):
+    user, password, _ = account
+
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        found = provider.check()
+
+    assert {"CONDSTORE", "SPECIAL-USE"} <= set(found.server)
+    assert found.sent_folder == "Sent"
+    assert "INBOX" in {f.name for f in found.folders}
+
+
+def test_check_finds_sent_items_by_name_without_special_use(dovecot_plain, smtp_server):
+    user, password = dovecot_plain.add_user()
+
+    with get_provider("imap", config(dovecot_plain, smtp_server, user, password)) as provider:
+        found = provider.check()
+
+    assert "SPECIAL-USE" not in found.server or not any(
+        "\\Sent" in f.attributes for f in found.folders
+    )
+    assert found.sent_folder == "Sent Items"
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["INBOX", "Posta inviata", "Bozze"], "Posta inviata"),
+        (["INBOX", "INBOX/Gesendet"], "INBOX/Gesendet"),
+        (["INBOX", "Envoyés"], "Envoyés"),
+        (["INBOX", "Archive", "Sent Mail", "Sent"], "Sent Mail"),
+        (["INBOX", "Drafts"], None),
+    ],
+)
+def test_sent_folder_falls_back_to_names(names, expected):
+    assert find_sent_folder(tuple(FolderInfo(n) for n in names)) == expected
+
+
+def test_wrong_password_is_reported_in_plain_words(dovecot, smtp_server, account):
+    user, _password, _ = account
+
+    with pytest.raises(AuthFailed, match="refused the username or password"):
+        check(config(dovecot, smtp_server, user, "wrong"))
+
+
+def test_wrong_smtp_login_is_reported(dovecot, smtp_server, account):
+    _user, password, _ = account
+    unknown_to_smtp = config(dovecot, smtp_server, "nobody-here", password)
+
+    with pytest.raises(AuthFailed, match="SMTP server refused"):
+        check_smtp(unknown_to_smtp)
+
+
+def test_unknown_host_is_named(dovecot, smtp_server, account):
+    user, password, _ = account
+    cfg = config(dovecot, smtp_server, user, password, imap_host="no-such-host.invalid",
+                 imap_security="ssl")  # fmt: skip
+
+    with pytest.raises(ServerUnavailable, match="no-such-host.invalid was not found"):
+        check(cfg)
+
+
+def test_closed_port_is_named(dovecot, smtp_server, account):
+    user, password, _ = account
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    cfg = config(dovecot, smtp_server, user, password, imap_port=closed)
+
+    with pytest.raises(ServerUnavailable, match="refused the connection"):
+        check(cfg)
+
+
+def test_untrusted_certificate_is_a_clear_tls_error(dovecot, smtp_server, account):
+    user, password, _ = account
+    cfg = config(dovecot, smtp_server, user, password, imap_port=dovecot.tls_port,
+                 imap_security="ssl")  # fmt: skip
+
+    with pytest.raises(TlsFailed, match="certificate"):
+        check(cfg)
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_tls_works_with_the_servers_ca(dovecot, smtp_server, account, security):
+    user, password, _ = account
+    port = dovecot.tls_port if security == "ssl" else dovecot.port
+    cfg = config(dovecot, smtp_server, user, password, imap_port=port, imap_security=security,
+                 ca_file=str(dovecot.dir / "tls/cert.pem"), imap_host="localhost")  # fmt: skip
+
+    with get_provider("imap", cfg) as provider:
+        assert provider.check().sent_folder == "Sent"
+
+
+def test_plaintext_is_refused_unless_allowed_for_loopback(dovecot, smtp_server, account):
+    user, password, _ = account
+    cfg = config(dovecot, smtp_server, user, password, allow_plain=False)
+
+    with pytest.raises(TlsFailed, match="Unencrypted"):
+        check(cfg)
+
+
+def test_pop3_server_is_recognised_by_its_greeting(dovecot, smtp_server, account):
+    user, password, _ = account
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pop3():
+        for _ in range(2):
+            connection, _ = listener.accept()
+            connection.sendall(b"+OK POP3 server ready\r\n")
+            connection.close()
+
+    threading.Thread(target=pop3, daemon=True).start()
+    cfg = config(dovecot, smtp_server, user, password, imap_port=listener.getsockname()[1])
+
+    with pytest.raises(WrongProtocol, match="POP3 moves mail off the server"):
+        check(cfg)
+    listener.close()
+
+
+def test_changes_come_in_batches_then_incrementally(dovecot, smtp_server, account):
+    user, password, mailbox = account
+    for n in range(5):
+        mailbox.deliver(build_email(subject=f"m{n}", message_id=f"m{n}@example.com"))
+
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        first = provider.changes("INBOX", None, 2, SINCE)
+        second = provider.changes("INBOX", first.cursor, 2, SINCE)
+        third = provider.changes("INBOX", second.cursor, 2, SINCE)
+        idle = provider.changes("INBOX", third.cursor, 2, SINCE)
+        mailbox.deliver(build_email(subject="late", message_id="late@example.com"))
+        mailbox.client.select_folder("INBOX")
+        mailbox.client.add_flags([1], [b"\\Flagged"])
+        later = provider.changes("INBOX", idle.cursor, 2, SINCE)
+
+    assert [m.subject for m in first.messages] == ["m0", "m1"]
+    assert (first.done, first.remaining) == (False, 3)
+    assert [m.subject for m in second.messages + third.messages] == ["m2", "m3", "m4"]
+    assert third.done
+    assert (idle.messages, idle.done, idle.flag_updates) == ([], True, {})
+    assert [m.message_id for m in later.messages] == ["late@example.com"]
+    assert "\\Flagged" in later.flag_updates["1"]
+
+
+def test_old_mail_is_outside_the_first_reading(dovecot, smtp_server, account):
+    user, password, mailbox = account
+    mailbox.client.append("INBOX", build_email(subject="old"), msg_time=None)
+    mailbox.client.append(
+        "INBOX",
+        build_email(subject="ancient"),
+        msg_time=__import__("datetime").datetime(2020, 1, 1, tzinfo=__import__("datetime").UTC),
+    )
+
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        batch = provider.changes("INBOX", None, 10, SINCE)
+
+    assert [m.subject for m in batch.messages] == ["old"]
+
+
+def test_uidvalidity_change_resets_the_folder(dovecot, smtp_server, account):
+    user, password, mailbox = account
+    mailbox.deliver(build_email(subject="before"), folder="Sent")
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        first = provider.changes("Sent", None, 10, SINCE)
+    mailbox.client.delete_folder("Sent")
+    mailbox.client.create_folder("Sent")
+    mailbox.deliver(build_email(subject="after"), folder="Sent")
+
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        again = provider.changes("Sent", first.cursor, 10, SINCE)
+
+    assert again.reset
+    assert [m.subject for m in again.messages] == ["after"]
+
+
+def test_reading_never_changes_flags_or_uids(dovecot, smtp_server, account):
+    user, password, mailbox = account
+    mailbox.deliver(build_email(subject="unread"))
+    mailbox.deliver(build_email(subject="read"), flags=[b"\\Seen"])
+    before = mailbox.state()
+
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        batch = provider.changes("INBOX", None, 10, SINCE)
+        raw = provider.fetch_full("INBOX", batch.messages[0].ref)
+
+    assert b"Subject: unread" in raw
+    assert mailbox.state() == before

@@ -1,0 +1,84 @@
+"""mailboxes.parsing on hand-written samples and on the shared real-world corpus."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from mailboxes.parsing import message_ids, parse_headers, parse_message
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "emails"
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "eml"
+
+
+def sample(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def test_headers_are_decoded_and_ids_extracted():
+    fields = parse_headers(sample("multipart_reply.eml"))
+
+    assert fields.message_id == "reply-1@example.fr"
+    assert fields.in_reply_to == "sent-1@threadline.test"
+    assert fields.references == ("root-0@threadline.test", "sent-1@threadline.test")
+    assert (fields.from_name, fields.from_address) == ("Renée Dupont", "renee@example.fr")
+    assert fields.to == (("Owner, Team", "owner@example.com"), ("", "bob@example.com"))
+    assert fields.cc == (("", "carol@example.com"),)
+    assert fields.subject == "Réunion de lundi"
+    assert fields.sent_at.isoformat() == "2026-11-24T09:30:00+01:00"
+    assert fields.problems == []
+
+
+def test_bodies_and_attachments_are_separated():
+    parsed = parse_message(sample("multipart_reply.eml"))
+
+    assert parsed.text.strip() == "Oui, lundi à 10h."
+    assert "<b>&agrave; 10h</b>" in parsed.html
+    assert [(a.filename, a.content_type) for a in parsed.attachments] == [
+        ("ordre du jour.pdf", "application/pdf")
+    ]
+    assert parsed.attachments[0].payload.startswith(b"%PDF-1.4")
+
+
+def test_broken_headers_are_named_not_raised():
+    parsed = parse_message(sample("broken_headers.eml"))
+
+    problems = " ".join(parsed.problems)
+    assert "no Message-ID" in problems
+    assert "unreadable Date header" in problems
+    assert parsed.headers.references == ("a@b", "c@d")
+    assert parsed.headers.from_address == ""
+
+
+def test_legacy_charset_without_message_id():
+    parsed = parse_message(sample("no_message_id_latin1.eml"))
+
+    assert parsed.headers.message_id == ""
+    assert "Schöne Grüße" in parsed.text
+
+
+def test_message_ids_keeps_order_and_drops_duplicates():
+    assert message_ids("<a@x> <b@y>\r\n <a@x>") == ("a@x", "b@y")
+    assert message_ids("bare@id.example") == ("bare@id.example",)
+    assert message_ids("no ids here") == ()
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not present beside the repo")
+def test_every_corpus_message_parses_or_names_its_problems():
+    files = sorted(p for p in CORPUS.rglob("*") if p.is_file())
+    assert len(files) >= 300
+
+    outcomes = {path: parse_message(path.read_bytes()) for path in files}
+
+    without_id = [p for p in outcomes.values() if not p.headers.message_id]
+    assert all("no Message-ID" in p.problems for p in without_id)
+    declared = [
+        path
+        for path in files
+        if re.search(
+            rb"(?im)^message-id:[ \t]*<", re.split(rb"\r?\n\r?\n", path.read_bytes(), maxsplit=1)[0]
+        )
+    ]
+    found = [path for path in declared if outcomes[path].headers.message_id]
+    assert len(found) >= 0.99 * len(declared)
+    assert sum(1 for p in outcomes.values() if p.text or p.html) > len(files) // 2

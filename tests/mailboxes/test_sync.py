@@ -1,0 +1,338 @@
+"""Syncing a real Dovecot mailbox and logging replies to tracked threads (SPEC L2, L3, L5)."""
+
+import pytest
+from django.utils import timezone
+
+from engagements.matching import log_matches
+from engagements.models import Attachment, EmailEngagement
+from engagements.services import Address, EmailData, log_email
+from mailboxes.models import Folder, MessageBody, MessageMeta
+from mailboxes.services import connect_mailbox, reset_sync_state, sync_mailbox
+from tests.factories import CompanyFactory, ContactEmailFactory, ContactFactory, DealFactory
+from tests.mailboxes.helpers import UserMailbox, build_email
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SENT_ID = "sent-1@threadline.test"
+
+
+@pytest.fixture
+def account(dovecot):
+    user, password = dovecot.add_user()
+    mailbox = UserMailbox(dovecot, user, password)
+    yield user, password, mailbox
+    mailbox.close()
+
+
+@pytest.fixture
+def connected(mail_settings, dovecot, smtp_server, account, team, owner):
+    user, password, _ = account
+    return connect_mailbox(
+        team=team,
+        owner=owner,
+        kind="imap",
+        email_address=f"{user}@example.com",
+        provider_settings={
+            "imap_host": dovecot.host,
+            "imap_port": dovecot.port,
+            "imap_security": "plain",
+            "smtp_host": smtp_server.host,
+            "smtp_port": smtp_server.port,
+            "smtp_security": "plain",
+            "username": user,
+        },  # fmt: skip
+        credentials={"password": password},
+    )
+
+
+@pytest.fixture
+def tracked(team, connected):
+    """An email sent from the CRM to Ada, logged on her contact, company and deal."""
+    company = CompanyFactory(team=team)
+    contact = ContactFactory(team=team, company=company)
+    ContactEmailFactory(contact=contact, email="ada@example.com")
+    deal = DealFactory(team=team)
+    log_email(
+        team=team,
+        email=EmailData(
+            message_id=SENT_ID,
+            sender=Address(connected.email_address),
+            to=(Address("ada@example.com", "Ada"),),
+            subject="Proposal",
+            sent_at=timezone.now(),
+        ),
+        direction="out",
+        source="crm",
+        contacts=[contact],
+        companies=[company],
+        deals=[deal],
+    )
+    return contact, company, deal
+
+
+def sync(mailbox, **kwargs):
+    return sync_mailbox(mailbox.pk, on_batch=log_matches, **kwargs)
+
+
+def reply(n=1, parent=SENT_ID, **kwargs):
+    return build_email(
+        subject="Re: Proposal",
+        message_id=f"reply-{n}@example.com",
+        in_reply_to=parent,
+        references=[SENT_ID] if parent == SENT_ID else [SENT_ID, parent],
+        **kwargs,
+    )
+
+
+def test_connect_remembers_inbox_and_sent_folder(connected):
+    assert sorted(connected.folders.values_list("name", "role")) == [
+        ("INBOX", "inbox"),
+        ("Sent", "sent"),
+    ]
+    assert connected.credentials.reveal()["password"]
+
+
+def test_reply_is_logged_on_the_threads_records(connected, tracked, account):
+    contact, company, deal = tracked
+    account[2].deliver(reply(text="Yes, let's talk.", html="<p>Yes, <b>let's</b> talk.</p>"))
+
+    result = sync(connected)
+
+    assert result.error == ""
+    engagement = EmailEngagement.objects.get(message_id="reply-1@example.com")
+    original = EmailEngagement.objects.get(message_id=SENT_ID)
+    assert engagement.thread_id == original.thread_id
+    assert engagement.direction == "in"
+    assert engagement.from_address == "ada@example.com"
+    assert engagement.body_text.strip() == "Yes, let's talk."
+    assert "<b>let's</b>" in engagement.body_html
+    assert list(engagement.contacts.all()) == [contact]
+    assert list(engagement.companies.all()) == [company]
+    assert list(engagement.deals.all()) == [deal]
+
+
+def test_untracked_mail_is_metadata_only(connected, tracked, account):
+    account[2].deliver(build_email(subject="Private", message_id="private@example.com"))
+
+    sync(connected)
+
+    meta = MessageMeta.objects.get(message_id="private@example.com")
+    assert meta.subject == "Private"
+    assert not EmailEngagement.objects.filter(message_id="private@example.com").exists()
+    assert not MessageBody.objects.filter(meta=meta).exists()
+
+
+def test_reply_to_a_reply_in_the_same_batch_is_logged(connected, tracked, account):
+    account[2].deliver(reply(1))
+    account[2].deliver(reply(2, parent="reply-1@example.com"))
+
+    sync(connected)
+
+    assert set(EmailEngagement.objects.values_list("message_id", flat=True)) == {
+        SENT_ID, "reply-1@example.com", "reply-2@example.com",
+    }  # fmt: skip
+
+
+def test_users_own_reply_from_the_sent_folder_is_outgoing(connected, tracked, account):
+    own = build_email(
+        sender=connected.email_address, subject="Re: Proposal", message_id="mine@example.com",
+        in_reply_to=SENT_ID, references=[SENT_ID],
+    )  # fmt: skip
+    account[2].deliver(own, folder="Sent")
+
+    sync(connected)
+
+    assert EmailEngagement.objects.get(message_id="mine@example.com").direction == "out"
+
+
+def test_same_message_in_inbox_and_sent_or_delivered_twice_is_logged_once(
+    connected, tracked, account
+):
+    account[2].deliver(reply(1))
+    account[2].deliver(reply(1))
+    account[2].deliver(reply(1), folder="Sent")
+
+    sync(connected)
+
+    assert EmailEngagement.objects.filter(message_id="reply-1@example.com").count() == 1
+    assert MessageMeta.objects.filter(message_id="reply-1@example.com").count() == 3
+
+
+def test_sync_is_idempotent_and_resync_duplicates_nothing(connected, tracked, account):
+    for n in range(3):
+        account[2].deliver(reply(n))
+    account[2].deliver(build_email(subject="other"))
+    first = sync(connected)
+
+    second = sync(connected)
+    reset_sync_state(connected)
+    third = sync(connected)
+
+    assert (first.new_messages, second.new_messages, third.new_messages) == (4, 0, 4)
+    assert EmailEngagement.objects.count() == 4
+    assert MessageMeta.objects.count() == 4
+
+
+def test_sync_never_changes_flags_or_uids(connected, tracked, account):
+    account[2].deliver(reply(1))
+    account[2].deliver(build_email(subject="seen"), flags=[b"\\Seen", b"\\Flagged"])
+    before = account[2].state()
+
+    sync(connected)
+
+    assert EmailEngagement.objects.filter(message_id="reply-1@example.com").exists()
+    assert account[2].state() == before
+
+
+def test_interrupted_sync_resumes_without_loss_or_duplicates(connected, tracked, account):
+    for n in range(5):
+        account[2].deliver(reply(n))
+    calls = []
+
+    def crash_on_second_batch(context):
+        calls.append(len(context.messages))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        log_matches(context)
+
+    with pytest.raises(KeyboardInterrupt):
+        sync_mailbox(connected.pk, on_batch=crash_on_second_batch, limit=2)
+    after_crash = EmailEngagement.objects.exclude(message_id=SENT_ID).count()
+    sync(connected, limit=2)
+
+    assert after_crash == 2
+    assert EmailEngagement.objects.exclude(message_id=SENT_ID).count() == 5
+    assert MessageMeta.objects.count() == 5
+    connected.refresh_from_db()
+    assert not connected.is_syncing
+
+
+def test_progress_counts_follow_the_batches(connected, tracked, account):
+    for n in range(5):
+        account[2].deliver(build_email(subject=f"m{n}"))
+    seen = []
+
+    def record(context):
+        folder = Folder.objects.get(pk=context.folder.pk)
+        seen.append((folder.synced_count, folder.total_count))
+
+    sync_mailbox(connected.pk, on_batch=record, limit=2)
+
+    inbox = connected.folders.get(role="inbox")
+    assert seen == [(0, 0), (2, 5), (4, 5)]
+    assert (inbox.synced_count, inbox.total_count) == (5, 5)
+
+
+def test_uidvalidity_change_rereads_the_folder_without_duplicates(connected, tracked, account):
+    account[2].deliver(reply(1), folder="Sent")
+    sync(connected)
+    account[2].client.delete_folder("Sent")
+    account[2].client.create_folder("Sent")
+    account[2].deliver(reply(1), folder="Sent")
+    account[2].deliver(reply(2), folder="Sent")
+
+    sync(connected)
+
+    sent = connected.folders.get(role="sent")
+    assert sorted(sent.messages.values_list("ref", flat=True)) == ["1", "2"]
+    assert EmailEngagement.objects.exclude(message_id=SENT_ID).count() == 2
+
+
+def test_attachments_are_logged_under_the_limit(connected, tracked, account):
+    account[2].deliver(reply(attachments=[("quote.pdf", "application/pdf", b"%PDF-1.4 quote")]))
+
+    sync(connected)
+
+    attachment = Attachment.objects.get()
+    assert attachment.filename == "quote.pdf"
+    assert attachment.file.read() == b"%PDF-1.4 quote"
+    assert attachment.engagement.attachments_note == ""
+
+
+def test_attachments_over_the_limit_are_left_out_with_the_reason(connected, tracked, account, team):
+    team.retention.attachment_max_mb = 1
+    team.retention.save()
+    big = b"x" * (1024 * 1024 + 10)
+    account[2].deliver(reply(attachments=[("big.bin", "application/octet-stream", big)]))
+
+    sync(connected)
+
+    engagement = EmailEngagement.objects.get(message_id="reply-1@example.com")
+    assert not Attachment.objects.exists()
+    assert "over the 1 MB limit" in engagement.attachments_note
+
+
+def test_attachment_logging_can_be_turned_off(connected, tracked, account, team):
+    team.retention.log_attachments = False
+    team.retention.save()
+    account[2].deliver(reply(attachments=[("a.txt", "text/plain", b"a")]))
+
+    sync(connected)
+
+    engagement = EmailEngagement.objects.get(message_id="reply-1@example.com")
+    assert not Attachment.objects.exists()
+    assert "attachment logging is off" in engagement.attachments_note
+
+
+def test_malformed_and_huge_messages_are_stored_not_fatal(connected, tracked, account):
+    account[2].deliver(b"From: <<<\r\nSubject: =?x?q?broken\r\nReferences: <" + SENT_ID.encode()
+                       + b">\r\nContent-Type: multipart/mixed\r\n\r\nno boundary\r\n")  # fmt: skip
+    huge = build_email(subject="huge", text="y" * (8 * 1024 * 1024))
+    account[2].deliver(huge)
+
+    result = sync(connected)
+
+    assert result.error == ""
+    broken = MessageMeta.objects.get(subject__startswith="=?x?q?broken")
+    assert "no Message-ID" in broken.problems
+    assert MessageMeta.objects.get(subject="huge").size > 8 * 1024 * 1024
+    logged = EmailEngagement.objects.exclude(message_id=SENT_ID).get()
+    assert logged.message_id.endswith("@invalid")
+
+
+def test_wrong_password_is_recorded_not_raised(connected, dovecot):
+    user = connected.settings["username"]
+    dovecot.set_password(user, "changed")
+
+    result = sync(connected)
+
+    connected.refresh_from_db()
+    assert "refused the username or password" in result.error
+    assert connected.last_error == result.error
+    assert connected.last_error_at is not None
+
+
+def test_server_vanishing_mid_sync_is_recorded_and_resumed(
+    mail_settings, smtp_server, team, owner, tracked
+):
+    from tests.servers.dovecot import DovecotServer
+
+    with DovecotServer() as server:
+        user, password = server.add_user()
+        client = UserMailbox(server, user, password)
+        for n in range(4):
+            client.deliver(reply(n))
+        client.close()
+        mailbox = connect_mailbox(
+            team=team, owner=owner, kind="imap", email_address=f"{user}@example.com",
+            provider_settings={
+                "imap_host": server.host, "imap_port": server.port, "imap_security": "plain",
+                "smtp_host": smtp_server.host, "smtp_port": smtp_server.port,
+                "smtp_security": "plain", "username": user,
+            },
+            credentials={"password": password},
+        )  # fmt: skip
+
+        def stop_after_first_batch(context):
+            log_matches(context)
+            server.stop()
+
+        failed = sync_mailbox(mailbox.pk, on_batch=stop_after_first_batch, limit=2)
+        logged_before_restart = EmailEngagement.objects.exclude(message_id=SENT_ID).count()
+        server.start()
+        resumed = sync(mailbox, limit=2)
+
+    assert "connection" in failed.error or "refused" in failed.error
+    assert logged_before_restart == 2
+    assert resumed.error == ""
+    assert EmailEngagement.objects.exclude(message_id=SENT_ID).count() == 4
