@@ -69,11 +69,23 @@ def _decode(value: str) -> str:
         return value
 
 
+def _unescape(text: str) -> str:
+    """Undo the surrogate escapes `email` uses for raw 8-bit header bytes: decode them as
+    UTF-8 (what most clients send), else as Windows-1252, so no surrogate reaches storage."""
+    if text.isascii():
+        return text
+    raw = text.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "replace")
+
+
 def _raw(message: Message, name: str) -> str:
     """A header as raw text, even when the typed policy cannot parse it."""
     for key, value in message.raw_items() if hasattr(message, "raw_items") else []:
         if key.lower() == name.lower():
-            return " ".join(str(value).split())
+            return _unescape(" ".join(str(value).split()))
     return ""
 
 

@@ -82,3 +82,12 @@ def test_every_corpus_message_parses_or_names_its_problems():
     found = [path for path in declared if outcomes[path].headers.message_id]
     assert len(found) >= 0.99 * len(declared)
     assert sum(1 for p in outcomes.values() if p.text or p.html) > len(files) // 2
+
+
+def test_raw_8bit_headers_become_text_without_surrogates():
+    fields = parse_headers(sample("raw_8bit_headers.eml"))
+
+    assert fields.from_name == "Renée Dupont"
+    assert fields.subject == "Café crème"
+    assert fields.to == (("Jürgen", "j@example.de"),)
+    assert all(not 0xD800 <= ord(c) <= 0xDFFF for c in fields.from_name + fields.subject)

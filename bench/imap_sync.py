@@ -1,0 +1,309 @@
+"""IMAP sync benchmark: our initial and incremental sync against raw fetches of the same data.
+
+Loads N messages (default 100,000, dates within 60 days, 1% replies to tracked Message-IDs)
+into a throw-away Dovecot INBOX, then measures, each phase in its own process (so each peak
+RSS is its own):
+
+  (a)  floor: raw `UID FETCH` of the same items with the standard library's imaplib, no parsing
+  (a') the same fetch through imapclient (its generic response parser)
+  (b)  our initial sync (provider + metadata rows + matcher) into the configured database
+  (c)  an incremental sync with nothing new
+  (d)  an incremental sync after 100 new messages
+
+Run with `bash bench/run_imap_sync.sh [--messages N]` (starts a temporary PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ITEMS = (
+    "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS "
+    "(FROM TO CC SUBJECT DATE MESSAGE-ID IN-REPLY-TO REFERENCES)])"
+)
+CHUNK = 5000
+TRACKED = [f"tracked-{n}@threadline.test" for n in range(50)]
+NAMES = ["Ada Lovelace", "Grace Hopper", "Renée Dupont", "Jürgen Weiß", "Tim Okafor", "Li Wei"]
+
+
+def generate(n: int, rng: random.Random, now: datetime) -> tuple[bytes, datetime]:
+    """One realistic message: headers like a mail server's, a short body."""
+    when = now - timedelta(seconds=rng.randint(60, 59 * 86400))
+    name = rng.choice(NAMES)
+    sender = (
+        f"{name} <{name.split()[0].lower()}{rng.randint(1, 300)}@example{rng.randint(1, 90)}.com>"
+    )
+    headers = [
+        f"Received: from mx{rng.randint(1, 9)}.example.net by mail.example.com; "
+        f"{format_datetime(when)}",
+        f"From: {sender}",
+        "To: Owner <owner@example.com>",
+        f"Subject: Message {n} about order {rng.randint(1000, 9999)}",
+        f"Date: {format_datetime(when)}",
+        f"Message-ID: <bench-{n}@example.com>",
+    ]
+    if rng.random() < 0.01:
+        parent = rng.choice(TRACKED)
+        headers += [f"In-Reply-To: <{parent}>", f"References: <{parent}>"]
+    elif rng.random() < 0.4 and n > 1:
+        refs = " ".join(
+            f"<bench-{rng.randint(0, n - 1)}@example.com>" for _ in range(rng.randint(1, 6))
+        )
+        headers += [f"In-Reply-To: <bench-{n - 1}@example.com>", f"References: {refs}"]
+    headers += ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8"]
+    body = "\r\n".join(f"Line {i} of message {n}." for i in range(rng.randint(3, 40)))
+    return ("\r\n".join(headers) + "\r\n\r\n" + body + "\r\n").encode(), when
+
+
+def load_maildir(server, user: str, count: int, seed: int = 1) -> None:
+    """Write the messages as Maildir files (thousands a second), then let Dovecot index them."""
+    maildir = server.dir / "mail" / user / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    for n in range(count):
+        raw, when = generate(n, rng, now)
+        path = maildir / "cur" / f"{int(when.timestamp())}.M{n}P1.bench,S={len(raw)}:2,S"
+        path.write_bytes(raw)
+        os.utime(path, (when.timestamp(), when.timestamp()))
+    if server.is_root:
+        for dirpath, _dirs, files in os.walk(server.dir / "mail" / user):
+            os.chown(dirpath, server.mail_uid, server.mail_gid)
+            for name in files:
+                os.chown(os.path.join(dirpath, name), server.mail_uid, server.mail_gid)
+    client = imaplib.IMAP4(server.host, server.port)
+    client.login(user, server.users[user])
+    client.select("INBOX", readonly=True)
+    client.logout()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- phases (each runs in a child process) ---------------------------------------------------
+
+
+def phase_raw_imaplib(cfg: dict) -> dict:
+    client = imaplib.IMAP4(cfg["host"], cfg["port"])
+    client.login(cfg["user"], cfg["password"])
+    started = time.perf_counter()
+    client.select("INBOX", readonly=True)
+    _typ, data = client.uid("SEARCH", "ALL")
+    uids = [int(u) for u in data[0].split()]
+    payload = 0
+    for i in range(0, len(uids), CHUNK):
+        chunk = uids[i : i + CHUNK]
+        _typ, rows = client.uid("FETCH", f"{chunk[0]}:{chunk[-1]}", ITEMS)
+        payload += sum(len(r[1]) for r in rows if isinstance(r, tuple))
+    wall = time.perf_counter() - started
+    client.logout()
+    return {"wall": wall, "messages": len(uids), "payload_mb": payload / 1e6}
+
+
+def phase_imapclient(cfg: dict) -> dict:
+    from imapclient import IMAPClient
+
+    client = IMAPClient(cfg["host"], cfg["port"], ssl=False)
+    client.login(cfg["user"], cfg["password"])
+    started = time.perf_counter()
+    client.select_folder("INBOX", readonly=True)
+    uids = client.search(["ALL"])
+    items = [
+        "UID",
+        "FLAGS",
+        "INTERNALDATE",
+        "RFC822.SIZE",
+        "BODY.PEEK[HEADER.FIELDS " + ITEMS.split("FIELDS ", 1)[1][:-1],
+    ]
+    count = 0
+    for i in range(0, len(uids), CHUNK):
+        count += len(client.fetch(uids[i : i + CHUNK], items))  # lists: see imapclient 4.1 note
+    wall = time.perf_counter() - started
+    client.logout()
+    return {"wall": wall, "messages": count}
+
+
+def _django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm_site.settings")
+    os.environ["CRM_ALLOW_PLAINTEXT_LOOPBACK"] = "true"
+    import django
+
+    django.setup()
+
+
+def phase_setup(cfg: dict) -> dict:
+    """Create a team, a tracked thread and the connected mailbox (not timed)."""
+    _django()
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from engagements.services import Address, EmailData, log_email
+    from mailboxes.services import connect_mailbox
+    from teams.services import create_team
+
+    owner = get_user_model().objects.create_user(username="bench", email="owner@example.com")
+    team = create_team(name="Bench", owner=owner)
+    for message_id in TRACKED:
+        log_email(
+            team=team,
+            email=EmailData(
+                message_id=message_id,
+                sender=Address("owner@example.com"),
+                subject="Tracked",
+                sent_at=timezone.now(),
+            ),  # fmt: skip
+            direction="out",
+            source="crm",
+        )
+    mailbox = connect_mailbox(
+        team=team, owner=owner, kind="imap", email_address="owner@example.com",
+        provider_settings={
+            "imap_host": cfg["host"], "imap_port": cfg["port"], "imap_security": "plain",
+            "smtp_host": cfg["smtp_host"], "smtp_port": cfg["smtp_port"],
+            "smtp_security": "plain", "username": cfg["user"],
+        },
+        credentials={"password": cfg["password"]},
+    )  # fmt: skip
+    mailbox.folders.exclude(role="inbox").delete()  # the floor reads INBOX only
+    return {"mailbox_id": mailbox.pk}
+
+
+def phase_sync(cfg: dict) -> dict:
+    _django()
+    from django.db import connection, reset_queries
+
+    from engagements.matching import log_matches
+    from engagements.models import EmailEngagement
+    from mailboxes.models import MessageMeta
+    from mailboxes.services import sync_mailbox
+
+    reset_queries()
+    started = time.perf_counter()
+    with connection.execute_wrapper(_count_queries):
+        result = sync_mailbox(cfg["mailbox_id"], on_batch=log_matches)
+    wall = time.perf_counter() - started
+    return {
+        "wall": wall,
+        "new": result.new_messages,
+        "error": result.error,
+        "queries": _count_queries.count,
+        "metadata_rows": MessageMeta.objects.count(),
+        "logged": EmailEngagement.objects.filter(source="sync").count(),
+    }
+
+
+def _count_queries(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    _count_queries.count += 1
+    return execute(sql, params, many, context)
+
+
+_count_queries.count = 0
+
+
+def phase_append(cfg: dict) -> dict:
+    client = imaplib.IMAP4(cfg["host"], cfg["port"])
+    client.login(cfg["user"], cfg["password"])
+    rng = random.Random(99)
+    now = datetime.now(UTC)
+    for n in range(cfg["new"]):
+        raw, _when = generate(10_000_000 + n, rng, now)
+        client.append("INBOX", None, None, raw)
+    client.logout()
+    return {"appended": cfg["new"]}
+
+
+PHASES = {
+    "raw": phase_raw_imaplib,
+    "imapclient": phase_imapclient,
+    "setup": phase_setup,
+    "sync": phase_sync,
+    "append": phase_append,
+}
+
+
+def run_phase(name: str, cfg: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--phase", name, "--config", json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"phase {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--phase", choices=sorted(PHASES))
+    parser.add_argument("--config")
+    args = parser.parse_args()
+    if args.phase:
+        result = PHASES[args.phase](json.loads(args.config))
+        result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        print(json.dumps(result))
+        return
+
+    from tests.servers.dovecot import DovecotServer
+    from tests.servers.smtp import SmtpServer
+
+    with DovecotServer() as server:
+        user, password = server.add_user()
+        with SmtpServer(check_login=lambda u, p: server.users.get(u) == p) as smtp:
+            started = time.perf_counter()
+            load_maildir(server, user, args.messages)
+            print(f"loaded {args.messages} messages in {time.perf_counter() - started:.1f} s")
+            cfg = {"host": server.host, "port": server.port, "user": user, "password": password,
+                   "smtp_host": smtp.host, "smtp_port": smtp.port}  # fmt: skip
+            results = {}
+            results["a"] = run_phase("raw", cfg)
+            results["a'"] = run_phase("imapclient", cfg)
+            cfg.update(run_phase("setup", cfg))
+            results["b"] = run_phase("sync", cfg)
+            results["c"] = run_phase("sync", cfg)
+            run_phase("append", {**cfg, "new": 100})
+            results["d"] = run_phase("sync", cfg)
+    report(args.messages, results)
+
+
+def report(count: int, r: dict) -> None:
+    labels = {
+        "a": "(a)  floor: imaplib raw UID FETCH, no parsing",
+        "a'": "(a') imapclient fetch (generic parser)",
+        "b": "(b)  our initial sync into the database",
+        "c": "(c)  incremental sync, nothing new",
+        "d": "(d)  incremental sync, 100 new messages",
+    }
+    print(f"\nIMAP sync benchmark, {count} messages in INBOX (Dovecot on loopback)")
+    print(f"{'phase':48} {'wall':>10} {'peak RSS':>10}  notes")
+    for key, label in labels.items():
+        row = r[key]
+        wall = f"{row['wall'] * 1000:.1f} ms" if row["wall"] < 1 else f"{row['wall']:.2f} s"
+        notes = {k: v for k, v in row.items() if k not in {"wall", "peak_rss_mb"}}
+        print(f"{label:48} {wall:>10} {row['peak_rss_mb']:>7.1f} MB  {notes}")
+    print(f"\n(b)/(a)  = {r['b']['wall'] / r['a']['wall']:.2f}x   (target <= 3x, stretch 2x)")
+    parsed_floor = r["a'"]["wall"]
+    print(f"(b)/(a') = {r['b']['wall'] / parsed_floor:.2f}x")
+    print(f"(c) = {r['c']['wall'] * 1000:.1f} ms (target < 50 ms); (b) peak RSS "
+          f"{r['b']['peak_rss_mb']:.0f} MB (target < 200 MB)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
