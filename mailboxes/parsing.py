@@ -7,6 +7,7 @@ is left empty and named in `problems`, so the message is still stored and the re
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -14,7 +15,6 @@ from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
-_MSGID = re.compile(rb"<([^<>\s]+)>|<([^<>]+)>")
 _MSGID_STR = re.compile(r"<([^<>\s]+)>")
 MAX_HEADER_BYTES = 256 * 1024
 
@@ -69,26 +69,6 @@ def _decode(value: str) -> str:
         return value
 
 
-def _unescape(text: str) -> str:
-    """Undo the surrogate escapes `email` uses for raw 8-bit header bytes: decode them as
-    UTF-8 (what most clients send), else as Windows-1252, so no surrogate reaches storage."""
-    if text.isascii():
-        return text
-    raw = text.encode("utf-8", "surrogateescape")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252", "replace")
-
-
-def _raw(message: Message, name: str) -> str:
-    """A header as raw text, even when the typed policy cannot parse it."""
-    for key, value in message.raw_items() if hasattr(message, "raw_items") else []:
-        if key.lower() == name.lower():
-            return _unescape(" ".join(str(value).split()))
-    return ""
-
-
 def _addresses(raw: str, problems: list[str], name: str) -> tuple[Address, ...]:
     if not raw:
         return ()
@@ -107,36 +87,78 @@ def _addresses(raw: str, problems: list[str], name: str) -> tuple[Address, ...]:
     return tuple(result)
 
 
+_HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]*:")
+KEPT_HEADERS = ("message-id", "in-reply-to", "references", "from", "to", "cc", "subject", "date")
+
+
+def _decode_bytes(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "replace")
+
+
+def header_values(head: bytes) -> dict[str, str]:
+    """The first value of each kept header, unfolded, whitespace collapsed.
+
+    A small line scanner instead of the `email` package: the sync parses every header of
+    every message, and this is several times faster. It reads headers as the stdlib's
+    compat32 parser does (tests prove the two agree on the shared corpus): headers end at the
+    first empty line or the first line that is not a header, a leading mbox "From " line is
+    skipped, and undeclared 8-bit bytes are read as UTF-8, else Windows-1252.
+    """
+    found: dict[str, list[bytes]] = {}
+    current: list[bytes] | None = None
+    for number, line in enumerate(head[:MAX_HEADER_BYTES].splitlines()):
+        if not line:
+            break
+        if line[:1] in (b" ", b"\t"):
+            if current is not None:
+                current.append(line)
+            continue
+        if number == 0 and line.startswith(b"From "):
+            continue
+        if not _HEADER_LINE.match(line):
+            break
+        name, _, value = line.partition(b":")
+        key = name.decode("ascii").strip().lower()
+        if key in KEPT_HEADERS and key not in found:
+            current = found[key] = [value]
+        else:
+            current = None
+    return {key: " ".join(_decode_bytes(b" ".join(parts)).split()) for key, parts in found.items()}
+
+
 def parse_headers(raw: bytes) -> HeaderFields:
     """The header fields we keep as metadata (SPEC R4), from a header block or whole message."""
-    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0][:MAX_HEADER_BYTES]
-    message = message_from_bytes(head + b"\r\n\r\n", policy=policy.compat32)
-    return _header_fields(message)
+    values = header_values(raw)
+    return header_fields(lambda name: values.get(name.lower(), ""))
 
 
-def _header_fields(message: Message) -> HeaderFields:
+def header_fields(get: Callable[[str], str]) -> HeaderFields:
+    """Interpret raw header values (`get(name)` -> unfolded text) into HeaderFields."""
     fields = HeaderFields()
     problems = fields.problems
-    ids = message_ids(_raw(message, "Message-ID"))
+    ids = message_ids(get("Message-ID"))
     if ids:
         fields.message_id = ids[0]
     else:
         problems.append("no Message-ID")
-    reply_ids = message_ids(_raw(message, "In-Reply-To"))
+    reply_ids = message_ids(get("In-Reply-To"))
     fields.in_reply_to = reply_ids[0] if reply_ids else ""
-    fields.references = message_ids(_raw(message, "References"))
-    sender = _addresses(_raw(message, "From"), problems, "From")
+    fields.references = message_ids(get("References"))
+    sender = _addresses(get("From"), problems, "From")
     if sender:
         fields.from_name, fields.from_address = sender[0]
-    elif not _raw(message, "From"):
+    elif not get("From"):
         problems.append("no From header")
     else:
-        name, address = parseaddr(_raw(message, "From"))
+        name, _address = parseaddr(get("From"))
         fields.from_name = _decode(name)
-    fields.to = _addresses(_raw(message, "To"), problems, "To")
-    fields.cc = _addresses(_raw(message, "Cc"), problems, "Cc")
-    fields.subject = _decode(_raw(message, "Subject"))[:998]
-    date = _raw(message, "Date")
+    fields.to = _addresses(get("To"), problems, "To")
+    fields.cc = _addresses(get("Cc"), problems, "Cc")
+    fields.subject = _decode(get("Subject"))[:998]
+    date = get("Date")
     if date:
         try:
             sent_at = parsedate_to_datetime(date)

@@ -182,13 +182,13 @@ def _apply_batch(
         folder.synced_count = 0
     refs = [meta.ref for meta in batch.messages]
     existing = set(folder.messages.filter(ref__in=refs).values_list("ref", flat=True))
-    MessageMeta.objects.bulk_create(
+    # PostgreSQL and SQLite return the new primary keys, so the rows need no re-reading.
+    new = MessageMeta.objects.bulk_create(
         [_meta_row(mailbox, folder, m) for m in batch.messages if m.ref not in existing],
-        batch_size=500,
+        batch_size=1000,
     )
     for ref, flags in batch.flag_updates.items():
         folder.messages.filter(ref=ref).update(flags=" ".join(flags)[:500])
-    new = [m for m in folder.messages.filter(ref__in=refs).order_by("pk") if m.ref not in existing]
     if on_batch and new:
 
         def fetch(meta: MessageMeta) -> bytes:

@@ -2,7 +2,7 @@
 
 import socket
 import threading
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.utils import timezone
@@ -16,8 +16,9 @@ from mailboxes.providers.base import (
     TlsFailed,
     WrongProtocol,
 )
-from mailboxes.providers.imap import find_sent_folder
+from mailboxes.providers.imap import HEADER_FIELDS, find_sent_folder
 from tests.mailboxes.helpers import UserMailbox, build_email
+from tests.mailboxes.test_parsing import CORPUS, _email_package_fields
 
 SINCE = timezone.now().date() - timedelta(days=60)
 
@@ -245,3 +246,47 @@ def test_reading_never_changes_flags_or_uids(dovecot, smtp_server, account):
 
     assert b"Subject: unread" in raw
     assert mailbox.state() == before
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not present beside the repo")
+def test_fast_metadata_fetch_equals_imapclient_and_the_email_package_on_the_corpus(
+    dovecot, smtp_server, account
+):
+    user, password, mailbox = account
+    files = sorted(p for p in CORPUS.rglob("*") if p.is_file())
+    mailbox.client.multiappend("INBOX", [p.read_bytes() for p in files])
+    mailbox.client.select_folder("INBOX", readonly=True)
+    uids = mailbox.client.search(["ALL"])
+    items = [
+        "UID",
+        "FLAGS",
+        "INTERNALDATE",
+        "RFC822.SIZE",
+        f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})]",
+    ]
+    slow = {}
+    for uid, data in mailbox.client.fetch(uids, items).items():
+        header = next(v for k, v in data.items() if k.startswith(b"BODY[HEADER"))
+        received = data[b"INTERNALDATE"]
+        slow[uid] = _email_package_fields(bytes(header or b""))
+        slow[uid].extra = (
+            data[b"RFC822.SIZE"],
+            tuple(sorted(f.decode() for f in data[b"FLAGS"])),
+            received.astimezone(UTC) if received.tzinfo is None else received,
+        )
+
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        provider._select("INBOX")
+        fast = provider._fetch_meta("INBOX", uids)
+
+    assert len(fast) == len(uids) == len(files)
+    for meta in fast:
+        reference = slow[int(meta.ref)]
+        assert (meta.message_id, meta.in_reply_to, meta.references, meta.from_address,
+                meta.from_name, meta.to, meta.cc, meta.subject, meta.sent_at,
+                list(meta.problems)) == (
+            reference.message_id, reference.in_reply_to, reference.references,
+            reference.from_address, reference.from_name, reference.to, reference.cc,
+            reference.subject, reference.sent_at, reference.problems,
+        ), meta.ref  # fmt: skip
+        assert (meta.size, meta.flags, meta.received_at) == reference.extra, meta.ref

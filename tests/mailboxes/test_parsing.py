@@ -1,11 +1,18 @@
 """mailboxes.parsing on hand-written samples and on the shared real-world corpus."""
 
 import re
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 
-from mailboxes.parsing import message_ids, parse_headers, parse_message
+from mailboxes.parsing import (
+    MAX_HEADER_BYTES,
+    header_fields,
+    message_ids,
+    parse_headers,
+    parse_message,
+)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "emails"
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "eml"
@@ -91,3 +98,42 @@ def test_raw_8bit_headers_become_text_without_surrogates():
     assert fields.subject == "Café crème"
     assert fields.to == (("Jürgen", "j@example.de"),)
     assert all(not 0xD800 <= ord(c) <= 0xDFFF for c in fields.from_name + fields.subject)
+
+
+def _email_package_fields(raw: bytes):
+    """The reference reading: the stdlib's compat32 parser, through the same interpretation."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0][:MAX_HEADER_BYTES]
+    message = message_from_bytes(head + b"\r\n\r\n", policy=policy.compat32)
+
+    def get(name):
+        for key, value in message.raw_items():
+            if key.lower() == name.lower():
+                text = " ".join(str(value).split())
+                if text.isascii():
+                    return text
+                raw_value = text.encode("utf-8", "surrogateescape")
+                try:
+                    return raw_value.decode("utf-8")
+                except UnicodeDecodeError:
+                    return raw_value.decode("cp1252", "replace")
+        return ""
+
+    return header_fields(get)
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not present beside the repo")
+def test_fast_header_reading_equals_the_email_package_on_the_corpus():
+    files = sorted(p for p in CORPUS.rglob("*") if p.is_file())
+
+    different = [
+        path.relative_to(CORPUS)
+        for path in files
+        if parse_headers(path.read_bytes()) != _email_package_fields(path.read_bytes())
+    ]
+
+    assert different == []
+
+
+def test_fast_header_reading_equals_the_email_package_on_the_samples():
+    for path in sorted(FIXTURES.glob("*.eml")):
+        assert parse_headers(path.read_bytes()) == _email_package_fields(path.read_bytes()), path
