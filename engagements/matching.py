@@ -7,18 +7,19 @@ logged on the thread's records; everything else stays metadata only.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
-from django.db.models import F, Model
+from django.db.models import F, Model, Q
 from django.template.defaultfilters import filesizeformat
 
 from contacts.models import Company, Contact, Deal
 from mailboxes.models import MessageMeta
 from mailboxes.parsing import ParsedAttachment, parse_message
-from mailboxes.services import BatchContext
+from mailboxes.services import BatchContext, replay_messages
 from teams.models import RetentionPolicy, Team
 
 from .models import EmailEngagement, TrackedMessageId
-from .services import Address, EmailData, log_email
+from .services import Address, EmailData, log_email, normalize_message_id
 
 
 def _ancestors(meta: MessageMeta) -> list[str]:
@@ -60,7 +61,7 @@ def _attachments(
     return attachments, ""
 
 
-def log_matches(context: BatchContext) -> None:
+def log_matches(context: BatchContext) -> list[str]:
     """Log the batch's replies to tracked threads.
 
     A fixed number of queries per batch for the matching itself (tracked ids, already-logged
@@ -73,7 +74,7 @@ def log_matches(context: BatchContext) -> None:
         t.message_id: t.thread_id for t in TrackedMessageId.objects.for_team(team).matching(wanted)
     }
     if not tracked:
-        return
+        return []
     logged = set(
         EmailEngagement.objects.for_team(team)
         .filter(message_id__in={m.message_id for m in context.messages if m.message_id})
@@ -82,6 +83,7 @@ def log_matches(context: BatchContext) -> None:
     records = _thread_records(team, set(tracked.values()))
     policy, _ = RetentionPolicy.objects.get_or_create(team=team)
     own_address = mailbox.email_address.lower()
+    newly_logged: list[str] = []
     for meta in context.messages:  # in arrival order: a reply's parent is logged first
         thread_id = next((tracked[i] for i in _ancestors(meta) if i in tracked), None)
         if thread_id is None or meta.message_id in logged:
@@ -117,3 +119,37 @@ def log_matches(context: BatchContext) -> None:
         )
         logged.add(message_id)
         tracked[message_id] = thread_id
+        newly_logged.append(message_id)
+    return newly_logged
+
+
+def log_backlog(team: Team, message_ids: Iterable[str], max_depth: int = 20) -> int:
+    """Log replies that were synced (as metadata) before their thread was tracked.
+
+    Callers that start tracking a thread (sending, BCC logging) call this with its ids; the
+    replies are read from the user's server now (IMAP keeps the mail there). Follows reply
+    chains; returns how many emails were logged.
+    """
+    wanted = {normalize_message_id(i) for i in message_ids} - {""}
+    total = 0
+    for _depth in range(max_depth):
+        if not wanted:
+            break
+        match = Q(in_reply_to__in=wanted)
+        for message_id in wanted:
+            match |= Q(references__contains=message_id)
+        metas = list(
+            MessageMeta.objects.for_team(team)
+            .filter(match)
+            .select_related("folder__mailbox__team")
+            .order_by("received_at", "pk")
+        )
+        logged: list[str] = []
+
+        def collect(context: BatchContext, logged: list[str] = logged) -> None:
+            logged.extend(log_matches(context))
+
+        replay_messages(metas, collect)
+        total += len(logged)
+        wanted = set(logged)
+    return total

@@ -97,7 +97,7 @@ class BatchContext:
     fetch: Callable[[MessageMeta], bytes]
 
 
-OnBatch = Callable[[BatchContext], None]
+OnBatch = Callable[[BatchContext], object]
 
 
 @dataclass
@@ -227,3 +227,33 @@ def delete_mailbox(*, mailbox: Mailbox) -> None:
     """Forget a mailbox, its credentials, metadata and cached bodies; timelines keep their
     engagements (caller has checked the user owns it)."""
     mailbox.delete()
+
+
+def replay_messages(messages: list[MessageMeta], on_batch: OnBatch) -> None:
+    """Run the batch callback again over messages already synced, folder by folder, with a
+    connection to read them (for threads tracked after their replies arrived).
+
+    A provider failure is recorded on its mailbox and the other mailboxes go on.
+    """
+    by_folder: dict[int, list[MessageMeta]] = {}
+    for meta in messages:
+        by_folder.setdefault(meta.folder_id, []).append(meta)
+    for items in by_folder.values():
+        folder = items[0].folder
+        mailbox = folder.mailbox
+        if mailbox.state != Mailbox.State.CONNECTED:
+            continue
+        try:
+            with get_provider(mailbox.kind, provider_config(mailbox)) as provider:
+
+                def fetch(meta: MessageMeta, provider: MailProvider = provider) -> bytes:
+                    return fetch_body(meta, provider)
+
+                with transaction.atomic():
+                    on_batch(
+                        BatchContext(mailbox=mailbox, folder=folder, messages=items, fetch=fetch)
+                    )
+        except ProviderError as exc:
+            Mailbox.objects.filter(pk=mailbox.pk).update(
+                last_error=exc.message, last_error_at=timezone.now()
+            )

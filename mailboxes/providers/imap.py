@@ -131,10 +131,15 @@ class ImapProvider:
         self._client: IMAPClient | None = None
         self._selected: tuple[str, dict[bytes, Any]] | None = None
         self._pending: dict[tuple[str, int], list[int]] = {}
+        self._tls: ssl.SSLContext | None = None
+        self._fresh: set[str] = set()
 
     # -- connection -------------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
+        # Loading the system CA store costs ~25 ms: build it once, and only for TLS.
+        if self._tls is not None:
+            return self._tls
+        context = self._tls = ssl.create_default_context()
         if self.config.ca_file:
             context.load_verify_locations(cafile=self.config.ca_file)
         return context
@@ -168,7 +173,7 @@ class ImapProvider:
                 s.imap_host,
                 port=s.imap_port,
                 ssl=s.imap_security == "ssl",
-                ssl_context=self._ssl_context(),
+                ssl_context=self._ssl_context() if s.imap_security == "ssl" else None,
                 timeout=self.config.timeout,
             )
             if s.imap_security == "starttls":
@@ -276,8 +281,12 @@ class ImapProvider:
         return self._selected[1]
 
     def changes(self, folder: str, cursor: str | None, limit: int, since: date) -> Batch:
-        # A fresh SELECT per call: it is what tells us about new mail (UIDNEXT, MODSEQ).
-        self._selected = None
+        # Each reading of a folder starts with a fresh SELECT: that is what reports new mail
+        # (UIDNEXT, HIGHESTMODSEQ). Its later batches reuse it, since a SELECT of a large
+        # maildir folder costs the server a rescan.
+        if folder not in self._fresh:
+            self._selected = None
+            self._fresh.add(folder)
         info = self._select(folder)
         uidvalidity = int(info[b"UIDVALIDITY"])
         uidnext = int(info.get(b"UIDNEXT", 0))
@@ -305,6 +314,7 @@ class ImapProvider:
         if not rest:
             flag_updates = self._flag_changes(state, modseq)
             state.modseq, state.start_modseq = state.start_modseq, None
+            self._fresh.discard(folder)  # the next reading starts with a new SELECT
         return Batch(
             messages=messages,
             cursor=state.dump(),

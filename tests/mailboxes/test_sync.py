@@ -336,3 +336,35 @@ def test_server_vanishing_mid_sync_is_recorded_and_resumed(
     assert logged_before_restart == 2
     assert resumed.error == ""
     assert EmailEngagement.objects.exclude(message_id=SENT_ID).count() == 4
+
+
+def test_thread_tracked_after_its_replies_arrived_is_filled_from_the_server(
+    connected, account, team
+):
+    from engagements.matching import log_backlog
+
+    contact = ContactFactory(team=team)
+    early = build_email(message_id="early@example.com", in_reply_to="old@threadline.test")
+    later = build_email(
+        message_id="later@example.com", references=["old@threadline.test", "early@example.com"]
+    )
+    account[2].deliver(early)
+    account[2].deliver(later)
+    sync(connected)
+    assert not EmailEngagement.objects.exists()
+    log_email(
+        team=team,
+        email=EmailData(message_id="old@threadline.test", sender=Address(connected.email_address),
+                        subject="Old", sent_at=timezone.now()),  # fmt: skip
+        direction="out", source="crm", contacts=[contact],
+    )  # fmt: skip
+
+    first = log_backlog(team, ["old@threadline.test"])
+    again = log_backlog(team, ["old@threadline.test"])
+
+    assert (first, again) == (2, 0)
+    logged = EmailEngagement.objects.exclude(message_id="old@threadline.test")
+    assert sorted(logged.values_list("message_id", flat=True)) == [
+        "early@example.com", "later@example.com",
+    ]  # fmt: skip
+    assert all(list(e.contacts.all()) == [contact] for e in logged)
