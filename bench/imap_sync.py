@@ -6,6 +6,7 @@ RSS is its own):
 
   (a)  floor: raw `UID FETCH` of the same items with the standard library's imaplib, no parsing
   (a') the same fetch through imapclient (its generic response parser)
+  (b0) our initial sync, metadata only (what every message costs)
   (b)  our initial sync (provider + metadata rows + matcher) into the configured database
   (c)  an incremental sync with nothing new
   (d)  an incremental sync after 100 new messages
@@ -196,7 +197,9 @@ def phase_sync(cfg: dict) -> dict:
     reset_queries()
     started = time.perf_counter()
     with connection.execute_wrapper(_count_queries):
-        result = sync_mailbox(cfg["mailbox_id"], on_batch=log_matches)
+        result = sync_mailbox(
+            cfg["mailbox_id"], on_batch=None if cfg.get("metadata_only") else log_matches
+        )
     wall = time.perf_counter() - started
     return {
         "wall": wall,
@@ -214,6 +217,16 @@ def _count_queries(execute, sql, params, many, context):  # type: ignore[no-unty
 
 
 _count_queries.count = 0
+
+
+def phase_reset(cfg: dict) -> dict:
+    """Forget the metadata read so far (as `manage.py resync` does)."""
+    _django()
+    from mailboxes.models import Mailbox
+    from mailboxes.services import reset_sync_state
+
+    reset_sync_state(Mailbox.objects.get(pk=cfg["mailbox_id"]))
+    return {}
 
 
 def phase_append(cfg: dict) -> dict:
@@ -234,6 +247,7 @@ PHASES = {
     "setup": phase_setup,
     "sync": phase_sync,
     "append": phase_append,
+    "reset": phase_reset,
 }
 
 
@@ -276,6 +290,8 @@ def main() -> None:
             results["a"] = run_phase("raw", cfg)
             results["a'"] = run_phase("imapclient", cfg)
             cfg.update(run_phase("setup", cfg))
+            results["b0"] = run_phase("sync", {**cfg, "metadata_only": True})
+            run_phase("reset", cfg)
             results["b"] = run_phase("sync", cfg)
             results["c"] = run_phase("sync", cfg)
             run_phase("append", {**cfg, "new": 100})
@@ -287,6 +303,7 @@ def report(count: int, r: dict) -> None:
     labels = {
         "a": "(a)  floor: imaplib raw UID FETCH, no parsing",
         "a'": "(a') imapclient fetch (generic parser)",
+        "b0": "(b0) initial sync, metadata only (no matcher)",
         "b": "(b)  our initial sync into the database",
         "c": "(c)  incremental sync, nothing new",
         "d": "(d)  incremental sync, 100 new messages",
@@ -299,6 +316,7 @@ def report(count: int, r: dict) -> None:
         notes = {k: v for k, v in row.items() if k not in {"wall", "peak_rss_mb"}}
         print(f"{label:48} {wall:>10} {row['peak_rss_mb']:>7.1f} MB  {notes}")
     print(f"\n(b)/(a)  = {r['b']['wall'] / r['a']['wall']:.2f}x   (target <= 3x, stretch 2x)")
+    print(f"(b0)/(a) = {r['b0']['wall'] / r['a']['wall']:.2f}x   (metadata only)")
     parsed_floor = r["a'"]["wall"]
     print(f"(b)/(a') = {r['b']['wall'] / parsed_floor:.2f}x")
     print(f"(c) = {r['c']['wall'] * 1000:.1f} ms (target < 50 ms); (b) peak RSS "

@@ -83,12 +83,23 @@ def log_matches(context: BatchContext) -> list[str]:
     records = _thread_records(team, set(tracked.values()))
     policy, _ = RetentionPolicy.objects.get_or_create(team=team)
     own_address = mailbox.email_address.lower()
+    # Read the direct replies in one round trip; replies to those come one by one below.
+    raws = context.fetch_many(
+        [
+            meta
+            for meta in context.messages
+            if meta.message_id not in logged and any(i in tracked for i in _ancestors(meta))
+        ]
+    )
     newly_logged: list[str] = []
     for meta in context.messages:  # in arrival order: a reply's parent is logged first
         thread_id = next((tracked[i] for i in _ancestors(meta) if i in tracked), None)
         if thread_id is None or meta.message_id in logged:
             continue  # untracked (L3), or already logged from another folder or delivery
-        parsed = parse_message(context.fetch(meta))
+        raw = raws.get(meta.pk)
+        if raw is None:
+            raw = context.fetch(meta)
+        parsed = parse_message(raw)
         attachments, note = _attachments(policy, meta.size, parsed.attachments)
         message_id = meta.message_id or f"threadline-{meta.folder_id}-{meta.ref}@invalid"
         log_email(

@@ -132,10 +132,17 @@ def log_email(
         except IntegrityError:
             # Logged concurrently by another worker: use that row.
             engagement = EmailEngagement.objects.get(team=team, message_id=message_id)
-        TrackedMessageId.objects.get_or_create(
-            team=team,
-            message_id=message_id,
-            defaults={"thread": engagement.thread, "engagement": engagement},
+        # One statement, and a no-op when the id is already tracked.
+        TrackedMessageId.objects.bulk_create(
+            [
+                TrackedMessageId(
+                    team=team,
+                    message_id=message_id,
+                    thread_id=engagement.thread_id,
+                    engagement=engagement,
+                )
+            ],
+            ignore_conflicts=True,
         )
     engagement.contacts.add(*contacts)
     engagement.companies.add(*companies)

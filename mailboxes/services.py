@@ -89,12 +89,19 @@ def connect_mailbox(
 
 @dataclass
 class BatchContext:
-    """What the per-batch callback (the matcher) gets: new messages and a way to read them."""
+    """What the per-batch callback (the matcher) gets: new messages and ways to read them
+    (`fetch` one, `fetch_many` several in one round trip; both cache the raw copy, SPEC R3)."""
 
     mailbox: Mailbox
     folder: Folder
     messages: list[MessageMeta]
-    fetch: Callable[[MessageMeta], bytes]
+    provider: MailProvider
+
+    def fetch(self, meta: MessageMeta) -> bytes:
+        return fetch_bodies([meta], self.provider)[meta.pk]
+
+    def fetch_many(self, metas: list[MessageMeta]) -> dict[int, bytes]:
+        return fetch_bodies(metas, self.provider)
 
 
 OnBatch = Callable[[BatchContext], object]
@@ -190,11 +197,7 @@ def _apply_batch(
     for ref, flags in batch.flag_updates.items():
         folder.messages.filter(ref=ref).update(flags=" ".join(flags)[:500])
     if on_batch and new:
-
-        def fetch(meta: MessageMeta) -> bytes:
-            return fetch_body(meta, provider)
-
-        on_batch(BatchContext(mailbox=mailbox, folder=folder, messages=new, fetch=fetch))
+        on_batch(BatchContext(mailbox=mailbox, folder=folder, messages=new, provider=provider))
     # The row is locked (select_for_update), so plain arithmetic is safe.
     folder.cursor = batch.cursor
     folder.synced_count += len(new)
@@ -204,13 +207,36 @@ def _apply_batch(
     return len(new)
 
 
-def fetch_body(meta: MessageMeta, provider: MailProvider) -> bytes:
-    """The raw message, from the body cache or read from the server and cached (R3)."""
-    body = MessageBody.objects.filter(meta=meta).first()
-    if body is None:
-        raw = provider.fetch_full(meta.folder.name, meta.ref)
-        body = MessageBody.objects.create(team_id=meta.team_id, meta=meta, raw=raw)
-    return bytes(body.raw)
+# Raw messages read per FETCH when several are needed: bounds memory for large mail.
+FETCH_MANY_BYTES = 20 * 1024 * 1024
+
+
+def fetch_bodies(metas: list[MessageMeta], provider: MailProvider) -> dict[int, bytes]:
+    """Raw messages by MessageMeta pk: from the body cache, else read from the server (in as
+    few requests as their sizes allow) and cached (R3). Messages gone from the server are
+    missing from the result."""
+    if not metas:
+        return {}
+    cached = {
+        body.meta_id: bytes(body.raw)
+        for body in MessageBody.objects.filter(meta__in=[m.pk for m in metas])
+    }
+    groups: list[list[MessageMeta]] = []
+    size = FETCH_MANY_BYTES
+    for meta in (m for m in metas if m.pk not in cached):
+        if size + meta.size > FETCH_MANY_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(meta)
+        size += meta.size
+    for group in groups:
+        raws = provider.fetch_many(group[0].folder.name, [m.ref for m in group])
+        bodies = [
+            MessageBody(team_id=m.team_id, meta=m, raw=raws[m.ref]) for m in group if m.ref in raws
+        ]
+        MessageBody.objects.bulk_create(bodies, ignore_conflicts=True)
+        cached.update({body.meta_id: bytes(body.raw) for body in bodies})
+    return cached
 
 
 def reset_sync_state(mailbox: Mailbox) -> None:
@@ -244,15 +270,11 @@ def replay_messages(messages: list[MessageMeta], on_batch: OnBatch) -> None:
         if mailbox.state != Mailbox.State.CONNECTED:
             continue
         try:
-            with get_provider(mailbox.kind, provider_config(mailbox)) as provider:
-
-                def fetch(meta: MessageMeta, provider: MailProvider = provider) -> bytes:
-                    return fetch_body(meta, provider)
-
-                with transaction.atomic():
-                    on_batch(
-                        BatchContext(mailbox=mailbox, folder=folder, messages=items, fetch=fetch)
-                    )
+            provider = get_provider(mailbox.kind, provider_config(mailbox))
+            with provider, transaction.atomic():
+                on_batch(
+                    BatchContext(mailbox=mailbox, folder=folder, messages=items, provider=provider)
+                )
         except ProviderError as exc:
             Mailbox.objects.filter(pk=mailbox.pk).update(
                 last_error=exc.message, last_error_at=timezone.now()

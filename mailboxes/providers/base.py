@@ -92,6 +92,10 @@ class MailProvider(Protocol):
         """The raw RFC 822 bytes of one message, read without changing its flags."""
         ...
 
+    def fetch_many(self, folder: str, refs: list[str]) -> dict[str, bytes]:
+        """Several raw messages in one request, by ref; refs gone from the server are missing."""
+        ...
+
 
 class ProviderError(Exception):
     """A failure in plain words. `permanent` failures need the user; others are retried."""

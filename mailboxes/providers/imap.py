@@ -378,12 +378,17 @@ class ImapProvider:
         return [metas[uid] for uid in sorted(metas)]
 
     def fetch_full(self, folder: str, ref: str) -> bytes:
-        self._select(folder)
-        fetched = self._call(self.client.fetch, [int(ref)], [b"BODY.PEEK[]"])
-        data = fetched.get(int(ref))
-        if not data:
+        raw = self.fetch_many(folder, [ref]).get(ref)
+        if raw is None:
             raise ServerUnavailable(f"Message {ref} is no longer in {folder}.")
-        return bytes(data[b"BODY[]"])
+        return raw
+
+    def fetch_many(self, folder: str, refs: list[str]) -> dict[str, bytes]:
+        """Raw messages by ref, in one FETCH, read with BODY.PEEK (flags untouched). Refs no
+        longer on the server are missing from the result."""
+        self._select(folder)
+        fetched = self._call(self.client.fetch, [int(ref) for ref in refs], [b"BODY.PEEK[]"])
+        return {str(uid): bytes(data[b"BODY[]"]) for uid, data in fetched.items()}
 
     def append(self, folder: str, raw: bytes, flags: tuple[str, ...] = ("\\Seen",)) -> None:
         """File a message in a folder (the sent-folder copy of SPEC L6; the one write)."""
