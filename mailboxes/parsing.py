@@ -63,17 +63,44 @@ def message_ids(value: str) -> tuple[str, ...]:
 
 def _decode(value: str) -> str:
     """Decode RFC 2047 words leniently; keep the raw text when they are broken."""
+    if "=?" not in value:
+        return value  # nothing encoded: skip the (slow) decoder
     try:
         return str(make_header(decode_header(value)))
     except (UnicodeError, LookupError, ValueError, TypeError):
         return value
 
 
+# One mailbox in its two everyday forms, "Name <a@b>" and "a@b", with nothing that needs the
+# full RFC 5322 parser (quotes, comments, groups, route addresses, escapes).
+_ATOMS = r"[^\s<>@\"(),:;\[\]\\]+"
+_SIMPLE_MAILBOX = re.compile(
+    rf"""^(?:
+        ([^\"(),:;<>@\[\]\\]*?)\ ?<({_ATOMS}@{_ATOMS})>   # Name <local@domain>
+        | ({_ATOMS}@{_ATOMS})                               # local@domain
+    )$""",
+    re.VERBOSE,
+)
+
+
+def _simple_addresses(text: str) -> list[tuple[str, str]] | None:
+    """getaddresses() for the common simple cases, several times faster; None otherwise."""
+    pairs = []
+    for part in text.split(","):
+        match = _SIMPLE_MAILBOX.match(part.strip())
+        if match is None:
+            return None
+        display, bracketed, bare = match.groups()
+        pairs.append(((display or "").strip(), bracketed or bare))
+    return pairs
+
+
 def _addresses(raw: str, problems: list[str], name: str) -> tuple[Address, ...]:
     if not raw:
         return ()
+    text = _decode(raw)
     try:
-        pairs = getaddresses([_decode(raw)])
+        pairs = _simple_addresses(text) or getaddresses([text])
     except (ValueError, TypeError, IndexError):
         problems.append(f"unreadable {name} header")
         return ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from teams.models import RetentionPolicy, Team
@@ -177,6 +178,38 @@ def _meta_row(mailbox: Mailbox, folder: Folder, meta: Any) -> MessageMeta:
     )
 
 
+def _insert_metadata(folder: Folder, rows: list[MessageMeta]) -> list[MessageMeta]:
+    """Insert metadata rows and return them with their primary keys.
+
+    On PostgreSQL, COPY: the initial sync writes every message of the last 60 days, and COPY
+    is several times faster than INSERT with the ORM's per-value preparation. Elsewhere
+    (SQLite), bulk_create, which returns the keys itself.
+    """
+    if connection.vendor != "postgresql" or not rows:
+        return MessageMeta.objects.bulk_create(rows, batch_size=1000)
+    fields = [f for f in MessageMeta._meta.concrete_fields if not f.primary_key]
+    json_fields = {f.attname for f in fields if isinstance(f, models.JSONField)}
+    table = connection.ops.quote_name(MessageMeta._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(
+                [
+                    json.dumps(getattr(row, name)) if name in json_fields else getattr(row, name)
+                    for name in (f.attname for f in fields)
+                ]
+            )
+    keys = dict(folder.messages.filter(ref__in=[row.ref for row in rows]).values_list("ref", "pk"))
+    for row in rows:
+        row.pk = keys[row.ref]
+        row._state.adding = False
+        row._state.db = connection.alias
+    return rows
+
+
 @transaction.atomic
 def _apply_batch(
     mailbox: Mailbox, folder: Folder, batch: Any, provider: MailProvider, on_batch: OnBatch | None
@@ -189,10 +222,8 @@ def _apply_batch(
         folder.synced_count = 0
     refs = [meta.ref for meta in batch.messages]
     existing = set(folder.messages.filter(ref__in=refs).values_list("ref", flat=True))
-    # PostgreSQL and SQLite return the new primary keys, so the rows need no re-reading.
-    new = MessageMeta.objects.bulk_create(
-        [_meta_row(mailbox, folder, m) for m in batch.messages if m.ref not in existing],
-        batch_size=1000,
+    new = _insert_metadata(
+        folder, [_meta_row(mailbox, folder, m) for m in batch.messages if m.ref not in existing]
     )
     for ref, flags in batch.flag_updates.items():
         folder.messages.filter(ref=ref).update(flags=" ".join(flags)[:500])

@@ -14,7 +14,7 @@ import smtplib
 import socket
 import ssl
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from ipaddress import ip_address
 from typing import Any
 
@@ -405,6 +405,32 @@ _INTERNALDATE = re.compile(rb'\bINTERNALDATE "([^"]+)"')
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 
 
+_MONTHS = {
+    month.encode(): number
+    for number, month in enumerate(
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
+    )
+}
+_INTERNALDATE_PARTS = re.compile(
+    rb" ?(\d{1,2})-(\w{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"
+)
+
+
+def parse_internaldate(value: bytes) -> datetime | None:
+    """An IMAP INTERNALDATE ("26-Nov-2026 10:00:00 +0100") in UTC, without strptime's cost."""
+    match = _INTERNALDATE_PARTS.fullmatch(value)
+    if match is None or match.group(2) not in _MONTHS:
+        return None
+    day, month, year, hour, minute, second, sign, off_h, off_m = match.groups()
+    offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (-1 if sign == b"-" else 1)
+    try:
+        local = datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second),
+                         tzinfo=UTC)  # fmt: skip
+    except ValueError:
+        return None
+    return local - offset
+
+
 def uid_set(uids: list[int]) -> str:
     """A compact IMAP sequence set ("1:4,7,9:10") for sorted UIDs."""
     ranges: list[str] = []
@@ -427,12 +453,7 @@ def meta_from_items(folder: str, items: bytes, header: bytes) -> MessageMeta | N
     flags = _FLAGS.search(items)
     internaldate = _INTERNALDATE.search(items)
     size = _SIZE.search(items)
-    received = None
-    if internaldate:
-        with contextlib.suppress(ValueError):
-            received = datetime.strptime(
-                internaldate.group(1).decode().strip(), "%d-%b-%Y %H:%M:%S %z"
-            ).astimezone(UTC)
+    received = parse_internaldate(internaldate.group(1)) if internaldate else None
     fields = parse_headers(header)
     return MessageMeta(
         folder=folder,

@@ -137,3 +137,26 @@ def test_fast_header_reading_equals_the_email_package_on_the_corpus():
 def test_fast_header_reading_equals_the_email_package_on_the_samples():
     for path in sorted(FIXTURES.glob("*.eml")):
         assert parse_headers(path.read_bytes()) == _email_package_fields(path.read_bytes()), path
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not present beside the repo")
+def test_address_and_word_shortcuts_agree_with_the_email_package_on_the_corpus():
+    from email.header import decode_header, make_header
+    from email.utils import getaddresses
+
+    from mailboxes.parsing import _decode, _simple_addresses, header_values
+
+    shortcut_used = 0
+    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file()):
+        values = header_values(path.read_bytes())
+        for name in ("from", "to", "cc", "subject"):
+            text = values.get(name, "")
+            if "=?" not in text:
+                assert _decode(text) == str(make_header(decode_header(text))), (path, name)
+            if name == "subject":
+                continue
+            simple = _simple_addresses(text)
+            if simple is not None:
+                shortcut_used += 1
+                assert simple == getaddresses([text]), (path, name, text)
+    assert shortcut_used > 200
