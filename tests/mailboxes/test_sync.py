@@ -368,3 +368,26 @@ def test_thread_tracked_after_its_replies_arrived_is_filled_from_the_server(
         "early@example.com", "later@example.com",
     ]  # fmt: skip
     assert all(list(e.contacts.all()) == [contact] for e in logged)
+
+
+def test_reconnecting_with_a_new_password_resumes_where_sync_stopped(
+    mail_settings, connected, tracked, account, dovecot, smtp_server, team, owner
+):
+    user, _password, mailbox = account
+    mailbox.deliver(reply(1))
+    sync(connected)
+    dovecot.set_password(user, "new-password")
+    mailbox.deliver(reply(2))
+    failed = sync(connected)
+
+    again = connect_mailbox(
+        team=team, owner=owner, kind="imap", email_address=connected.email_address.upper(),
+        provider_settings=connected.settings, credentials={"password": "new-password"},
+    )  # fmt: skip
+    resumed = sync(again)
+
+    assert again.pk == connected.pk
+    assert "refused" in failed.error
+    assert resumed.new_messages == 1
+    assert EmailEngagement.objects.exclude(message_id=SENT_ID).count() == 2
+    assert MessageMeta.objects.count() == 2
