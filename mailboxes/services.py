@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -131,13 +133,22 @@ def sync_mailbox(
     since = (timezone.now() - timedelta(days=policy.metadata_days)).date()
     Mailbox.objects.filter(pk=mailbox.pk).update(is_syncing=True)
     try:
-        with get_provider(mailbox.kind, provider_config(mailbox)) as provider:
+        connection_to_server = get_provider(mailbox.kind, provider_config(mailbox))
+        # One thread reads the next batch from the server while this one writes the current
+        # batch; the lock lets the matcher's reads take their turn on the same connection.
+        with connection_to_server, ThreadPoolExecutor(max_workers=1) as reader:
+            provider = _Serialized(connection_to_server)
             for folder in mailbox.folders.all():
-                cursor = folder.cursor or None
+                next_batch = reader.submit(
+                    provider.changes, folder.name, folder.cursor or None, limit, since
+                )
                 while True:
-                    batch = provider.changes(folder.name, cursor, limit, since)
+                    batch = next_batch.result()
+                    if not batch.done:
+                        next_batch = reader.submit(
+                            provider.changes, folder.name, batch.cursor, limit, since
+                        )
                     result.new_messages += _apply_batch(mailbox, folder, batch, provider, on_batch)
-                    cursor = batch.cursor
                     if batch.done:
                         break
     except ProviderError as exc:
@@ -154,6 +165,23 @@ def sync_mailbox(
         is_syncing=False, last_synced_at=timezone.now(), last_error=""
     )
     return result
+
+
+class _Serialized:
+    """A provider whose calls take turns (the read-ahead thread and the matcher share it)."""
+
+    def __init__(self, provider: MailProvider) -> None:
+        self._provider = provider
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._provider, name)
+
+        def serialized(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return serialized
 
 
 def _meta_row(mailbox: Mailbox, folder: Folder, meta: Any) -> MessageMeta:
