@@ -36,7 +36,9 @@ def provider_config(mailbox: Mailbox) -> ProviderConfig:
     return _config(mailbox.email_address, mailbox.settings, mailbox.credentials.reveal())
 
 
-def _config(email_address: str, provider_settings: dict[str, Any], secret: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _config(
+    email_address: str, provider_settings: dict[str, Any], secret: dict[str, Any]
+) -> ProviderConfig:
     return ProviderConfig(
         email_address=email_address,
         settings=provider_settings,

@@ -215,13 +215,16 @@ class ImapProvider:
             return b""
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run an IMAP command, mapping a dropped connection to ServerUnavailable."""
+        """Run an IMAP command, mapping a dropped connection or a refused command (a folder
+        deleted meanwhile, say) to ServerUnavailable: the sync records it and tries later."""
         try:
             return fn(*args, **kwargs)
         except (OSError, imaplib.IMAP4.abort) as exc:
             self._client = None
             s = self.settings
             raise describe_network_error(exc, s.imap_host, s.imap_port) from None
+        except imaplib.IMAP4.error as exc:
+            raise ServerUnavailable(f"The IMAP server refused a command: {exc}") from None
 
     # -- check ------------------------------------------------------------------------
     def check(self) -> Capabilities:

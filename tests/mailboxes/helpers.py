@@ -8,6 +8,8 @@ from email.utils import format_datetime, make_msgid
 from django.utils import timezone
 from imapclient import IMAPClient
 
+SENT_ID = "sent-1@threadline.test"  # the tracked email of the `tracked` fixture
+
 
 def build_email(
     *,
@@ -79,3 +81,14 @@ def imap_form(server, smtp, user, secret, **overrides) -> dict:
         "password": secret,
     }
     return {**data, **overrides}
+
+
+def reply(n=1, parent=SENT_ID, **kwargs):
+    """A reply to the tracked email (or to `parent`, one of its replies)."""
+    return build_email(
+        subject="Re: Proposal",
+        message_id=f"reply-{n}@example.com",
+        in_reply_to=parent,
+        references=[SENT_ID] if parent == SENT_ID else [SENT_ID, parent],
+        **kwargs,
+    )

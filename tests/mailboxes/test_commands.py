@@ -6,12 +6,12 @@ from django_q.models import Schedule
 
 from engagements.models import EmailEngagement
 from mailboxes.models import MessageMeta
-from tests.mailboxes.test_sync import SENT_ID, account, connected, reply, tracked  # noqa: F401
+from tests.mailboxes.helpers import SENT_ID, reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_resync_rebuilds_without_a_single_duplicate(connected, tracked, account):  # noqa: F811
+def test_resync_rebuilds_without_a_single_duplicate(connected, tracked, account):
     for n in range(3):
         account[2].deliver(reply(n))
     call_command("sync_mailboxes", "--mailbox", str(connected.pk), stdout=StringIO())
@@ -47,7 +47,7 @@ def test_setup_schedules_is_idempotent(settings):
     assert (schedule.func, schedule.minutes) == ("mailboxes.tasks.sync_all_mailboxes_task", 3)
 
 
-def test_scheduled_task_syncs_every_connected_mailbox(connected, tracked, account):  # noqa: F811
+def test_scheduled_task_syncs_every_connected_mailbox(connected, tracked, account):
     from mailboxes.tasks import sync_all_mailboxes_task
 
     account[2].deliver(reply(1))

@@ -17,7 +17,7 @@ from mailboxes.providers.base import (
     WrongProtocol,
 )
 from mailboxes.providers.imap import HEADER_FIELDS, find_sent_folder
-from tests.mailboxes.helpers import UserMailbox, build_email
+from tests.mailboxes.helpers import build_email
 from tests.mailboxes.test_parsing import CORPUS, _email_package_fields
 
 SINCE = timezone.now().date() - timedelta(days=60)
@@ -51,14 +51,6 @@ def config(server, smtp, user, password, *, ca_file="", allow_plain=True, **sett
         allow_plaintext_loopback=allow_plain,
         timeout=5,
     )
-
-
-@pytest.fixture
-def account(dovecot):
-    user, password = dovecot.add_user()
-    mailbox = UserMailbox(dovecot, user, password)
-    yield user, password, mailbox
-    mailbox.close()
 
 
 def test_check_reads_capabilities_and_the_special_use_sent_folder(dovecot, smtp_server, account):

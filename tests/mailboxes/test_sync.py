@@ -8,80 +8,14 @@ from engagements.models import Attachment, EmailEngagement
 from engagements.services import Address, EmailData, log_email
 from mailboxes.models import Folder, MessageBody, MessageMeta
 from mailboxes.services import connect_mailbox, reset_sync_state, sync_mailbox
-from tests.factories import CompanyFactory, ContactEmailFactory, ContactFactory, DealFactory
-from tests.mailboxes.helpers import UserMailbox, build_email
+from tests.factories import ContactFactory
+from tests.mailboxes.helpers import SENT_ID, UserMailbox, build_email, reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-SENT_ID = "sent-1@threadline.test"
-
-
-@pytest.fixture
-def account(dovecot):
-    user, password = dovecot.add_user()
-    mailbox = UserMailbox(dovecot, user, password)
-    yield user, password, mailbox
-    mailbox.close()
-
-
-@pytest.fixture
-def connected(mail_settings, dovecot, smtp_server, account, team, owner):
-    user, password, _ = account
-    return connect_mailbox(
-        team=team,
-        owner=owner,
-        kind="imap",
-        email_address=f"{user}@example.com",
-        provider_settings={
-            "imap_host": dovecot.host,
-            "imap_port": dovecot.port,
-            "imap_security": "plain",
-            "smtp_host": smtp_server.host,
-            "smtp_port": smtp_server.port,
-            "smtp_security": "plain",
-            "username": user,
-        },  # fmt: skip
-        credentials={"password": password},
-    )
-
-
-@pytest.fixture
-def tracked(team, connected):
-    """An email sent from the CRM to Ada, logged on her contact, company and deal."""
-    company = CompanyFactory(team=team)
-    contact = ContactFactory(team=team, company=company)
-    ContactEmailFactory(contact=contact, email="ada@example.com")
-    deal = DealFactory(team=team)
-    log_email(
-        team=team,
-        email=EmailData(
-            message_id=SENT_ID,
-            sender=Address(connected.email_address),
-            to=(Address("ada@example.com", "Ada"),),
-            subject="Proposal",
-            sent_at=timezone.now(),
-        ),
-        direction="out",
-        source="crm",
-        contacts=[contact],
-        companies=[company],
-        deals=[deal],
-    )
-    return contact, company, deal
 
 
 def sync(mailbox, **kwargs):
     return sync_mailbox(mailbox.pk, on_batch=log_matches, **kwargs)
-
-
-def reply(n=1, parent=SENT_ID, **kwargs):
-    return build_email(
-        subject="Re: Proposal",
-        message_id=f"reply-{n}@example.com",
-        in_reply_to=parent,
-        references=[SENT_ID] if parent == SENT_ID else [SENT_ID, parent],
-        **kwargs,
-    )
 
 
 def test_connect_remembers_inbox_and_sent_folder(connected):
@@ -391,3 +325,15 @@ def test_reconnecting_with_a_new_password_resumes_where_sync_stopped(
     assert resumed.new_messages == 1
     assert EmailEngagement.objects.exclude(message_id=SENT_ID).count() == 2
     assert MessageMeta.objects.count() == 2
+
+
+def test_a_folder_gone_from_the_server_is_reported_not_fatal(connected, account):
+    account[2].deliver(build_email(subject="kept"))
+    connected.folders.filter(role="sent").update(name="Removed meanwhile")
+
+    result = sync(connected)
+
+    connected.refresh_from_db()
+    assert "refused a command" in result.error
+    assert connected.last_error == result.error
+    assert MessageMeta.objects.filter(subject="kept").exists()

@@ -3,17 +3,9 @@ from django.urls import reverse
 
 from mailboxes.models import Mailbox, MessageMeta
 from tests.factories import MembershipFactory
-from tests.mailboxes.helpers import UserMailbox, build_email, imap_form
+from tests.mailboxes.helpers import build_email, imap_form
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def account(dovecot):
-    user, password = dovecot.add_user()
-    mailbox = UserMailbox(dovecot, user, password)
-    yield user, password, mailbox
-    mailbox.close()
 
 
 def connect(client, dovecot, smtp_server, account, **overrides):
