@@ -4,12 +4,14 @@ import pytest
 from django.utils import timezone
 
 from engagements.matching import log_matches
-from engagements.models import Attachment, EmailEngagement
+from engagements.models import Attachment, EmailEngagement, TrackedMessageId
 from engagements.services import Address, EmailData, log_email
 from mailboxes.models import Folder, MessageBody, MessageMeta
+from mailboxes.parsing import parse_headers
 from mailboxes.services import connect_mailbox, reset_sync_state, sync_mailbox
 from tests.factories import ContactFactory
 from tests.mailboxes.helpers import SENT_ID, UserMailbox, build_email, reply
+from tests.mailboxes.test_parsing import CORPUS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -337,3 +339,38 @@ def test_a_folder_gone_from_the_server_is_reported_not_fatal(connected, account)
     assert "refused a command" in result.error
     assert connected.last_error == result.error
     assert MessageMeta.objects.filter(subject="kept").exists()
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not present beside the repo")
+def test_every_corpus_message_is_stored_or_quarantined_and_none_breaks_the_sync(
+    connected, account, team
+):
+    files = sorted(p for p in CORPUS.rglob("*") if p.is_file())
+    account[2].client.multiappend("INBOX", [p.read_bytes() for p in files])
+    # Track every Message-ID the corpus answers, so each reply is also read and parsed whole.
+    thread = log_email(
+        team=team,
+        email=EmailData(message_id="root@threadline.test", sender=Address("me@example.com"),
+                        sent_at=timezone.now()),
+        direction="out", source="crm",
+    ).thread  # fmt: skip
+    headers = [parse_headers(p.read_bytes()) for p in files]
+    answered = {i for h in headers for i in (h.in_reply_to, *h.references) if i}
+    TrackedMessageId.objects.bulk_create(
+        [TrackedMessageId(team=team, message_id=i, thread=thread) for i in answered],
+        ignore_conflicts=True,
+    )
+
+    result = sync(connected)
+
+    assert result.error == ""
+    assert MessageMeta.objects.filter(folder__role="inbox").count() == len(files)
+    without_id = MessageMeta.objects.filter(message_id="")
+    assert without_id.exists()
+    assert all("no Message-ID" in meta.problems for meta in without_id)
+    # What the server reports is what counts (it reads bare-CR files its own way).
+    replies = MessageMeta.objects.exclude(in_reply_to="", references="")
+    expected = len({m.message_id for m in replies if m.message_id}) + sum(
+        1 for m in replies if not m.message_id
+    )
+    assert EmailEngagement.objects.filter(source="sync").count() == expected
