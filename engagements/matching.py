@@ -96,9 +96,9 @@ def log_matches(context: BatchContext) -> list[str]:
         thread_id = next((tracked[i] for i in _ancestors(meta) if i in tracked), None)
         if thread_id is None or meta.message_id in logged:
             continue  # untracked (L3), or already logged from another folder or delivery
-        raw = raws.get(meta.pk)
+        raw = raws.get(meta.pk) or context.fetch(meta)
         if raw is None:
-            raw = context.fetch(meta)
+            continue  # deleted on the server meanwhile: nothing to log
         parsed = parse_message(raw)
         attachments, note = _attachments(policy, meta.size, parsed.attachments)
         message_id = meta.message_id or f"threadline-{meta.folder_id}-{meta.ref}@invalid"

@@ -102,8 +102,9 @@ class BatchContext:
     messages: list[MessageMeta]
     provider: MailProvider
 
-    def fetch(self, meta: MessageMeta) -> bytes:
-        return fetch_bodies([meta], self.provider)[meta.pk]
+    def fetch(self, meta: MessageMeta) -> bytes | None:
+        """The raw message, or None if it left the server since its metadata was read."""
+        return fetch_bodies([meta], self.provider).get(meta.pk)
 
     def fetch_many(self, metas: list[MessageMeta]) -> dict[int, bytes]:
         return fetch_bodies(metas, self.provider)

@@ -391,7 +391,12 @@ class ImapProvider:
         longer on the server are missing from the result."""
         self._select(folder)
         fetched = self._call(self.client.fetch, [int(ref) for ref in refs], [b"BODY.PEEK[]"])
-        return {str(uid): bytes(data[b"BODY[]"]) for uid, data in fetched.items()}
+        # A message expunged by another session can still answer, with a NIL body.
+        return {
+            str(uid): bytes(data[b"BODY[]"])
+            for uid, data in fetched.items()
+            if data.get(b"BODY[]") is not None
+        }
 
     def append(self, folder: str, raw: bytes, flags: tuple[str, ...] = ("\\Seen",)) -> None:
         """File a message in a folder (the sent-folder copy of SPEC L6; the one write)."""

@@ -374,3 +374,24 @@ def test_every_corpus_message_is_stored_or_quarantined_and_none_breaks_the_sync(
         1 for m in replies if not m.message_id
     )
     assert EmailEngagement.objects.filter(source="sync").count() == expected
+
+
+def test_reply_deleted_on_the_server_before_it_is_read_is_skipped(connected, tracked, account):
+    from mailboxes.services import BatchContext
+
+    account[2].deliver(reply(1))
+    account[2].deliver(reply(2))
+
+    def delete_first_then_match(context: BatchContext):
+        other = account[2].client
+        other.select_folder("INBOX")
+        other.delete_messages([int(context.messages[0].ref)])
+        other.expunge()
+        log_matches(context)
+
+    result = sync_mailbox(connected.pk, on_batch=delete_first_then_match)
+
+    assert result.error == ""
+    assert set(EmailEngagement.objects.values_list("message_id", flat=True)) == {
+        SENT_ID, "reply-2@example.com",
+    }  # fmt: skip
