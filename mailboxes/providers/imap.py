@@ -288,6 +288,8 @@ class ImapProvider:
         # (UIDNEXT, HIGHESTMODSEQ). Its later batches reuse it, since a SELECT of a large
         # maildir folder costs the server a rescan.
         if folder not in self._fresh:
+            if self._unchanged(folder, _Cursor.load(cursor)):
+                return Batch(messages=[], cursor=cursor or "", done=True)
             self._selected = None
             self._fresh.add(folder)
         info = self._select(folder)
@@ -325,6 +327,22 @@ class ImapProvider:
             remaining=len(rest),
             reset=reset,
             flag_updates=flag_updates,
+        )
+
+    def _unchanged(self, folder: str, state: _Cursor | None) -> bool:
+        """True when STATUS shows nothing new since the cursor (P1): no SELECT needed, which
+        on a large folder is the expensive part of an idle sync."""
+        if state is None or state.modseq is None or state.start_modseq is not None:
+            return False
+        if self._selected is not None and self._selected[0] == folder:
+            return False  # STATUS of the selected folder may lag: RFC 3501 6.3.10
+        status = self._call(
+            self.client.folder_status, folder, [b"UIDVALIDITY", b"UIDNEXT", b"HIGHESTMODSEQ"]
+        )
+        return (
+            int(status.get(b"UIDVALIDITY", -1)) == state.uidvalidity
+            and int(status.get(b"UIDNEXT", 0)) - 1 <= state.last_uid
+            and int(status.get(b"HIGHESTMODSEQ", -1)) == state.modseq
         )
 
     def _pending_uids(self, folder: str, state: _Cursor, uidnext: int, since: date) -> list[int]:

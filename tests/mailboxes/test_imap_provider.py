@@ -282,3 +282,23 @@ def test_fast_metadata_fetch_equals_imapclient_and_the_email_package_on_the_corp
             reference.subject, reference.sent_at, reference.problems,
         ), meta.ref  # fmt: skip
         assert (meta.size, meta.flags, meta.received_at) == reference.extra, meta.ref
+
+
+def test_idle_check_needs_no_select_and_still_sees_flag_changes(dovecot, smtp_server, account):
+    user, password, mailbox = account
+    mailbox.deliver(build_email(subject="one"))
+    cfg = config(dovecot, smtp_server, user, password)
+    with get_provider("imap", cfg) as provider:
+        cursor = provider.changes("INBOX", None, 10, SINCE).cursor
+
+    with get_provider("imap", cfg) as provider:
+        idle = provider.changes("INBOX", cursor, 10, SINCE)
+        selected = provider._selected
+    mailbox.client.select_folder("INBOX")
+    mailbox.client.add_flags([1], [b"\\Answered"])
+    with get_provider("imap", cfg) as provider:
+        flagged = provider.changes("INBOX", cursor, 10, SINCE)
+
+    assert (idle.messages, idle.done, idle.cursor) == ([], True, cursor)
+    assert selected is None
+    assert "\\Answered" in flagged.flag_updates["1"]
