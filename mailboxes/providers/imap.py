@@ -79,6 +79,7 @@ class _Cursor:
     last_uid: int = 0
     modseq: int | None = None  # HIGHESTMODSEQ when the folder was last fully read
     start_modseq: int | None = None  # HIGHESTMODSEQ when the current reading began
+    start_uid: int = 0  # last UID read before the current reading began
 
     @classmethod
     def load(cls, text: str | None) -> _Cursor | None:
@@ -304,6 +305,7 @@ class ImapProvider:
             self._pending.pop((folder, uidvalidity), None)
         if state.start_modseq is None:
             state.start_modseq = modseq  # changes after this are seen by the next reading
+            state.start_uid = state.last_uid
 
         key = (folder, uidvalidity)
         pending = self._pending_uids(folder, state, uidnext, since)
@@ -360,10 +362,11 @@ class ImapProvider:
     def _flag_changes(self, state: _Cursor, modseq: int | None) -> dict[str, tuple[str, ...]]:
         """Flags changed since the last full read, with CONDSTORE (RFC 7162) when offered."""
         since = state.modseq
-        if not (since and modseq and modseq > since and state.last_uid):
+        if not (since and modseq and modseq > since and state.start_uid):
             return {}
         uids = self._call(self.client.search, ["MODSEQ", str(since + 1)])
-        uids = [uid for uid in uids if uid <= state.last_uid]
+        # Messages read in this reading already came with their flags.
+        uids = [uid for uid in uids if uid <= state.start_uid]
         if not uids:
             return {}
         fetched = self._call(self.client.fetch, uids, [b"FLAGS"])
@@ -421,8 +424,13 @@ class ImapProvider:
         self._call(self.client.append, folder, raw, flags=list(flags))
 
 
+# \Recent belongs to one IMAP session, not to the message: it is not kept.
+_SESSION_FLAGS = {"\\Recent"}
+
+
 def _flags(data: dict[bytes, Any]) -> tuple[str, ...]:
-    return tuple(sorted(f.decode() if isinstance(f, bytes) else str(f) for f in data[b"FLAGS"]))
+    names = (f.decode() if isinstance(f, bytes) else str(f) for f in data[b"FLAGS"])
+    return tuple(sorted(set(names) - _SESSION_FLAGS))
 
 
 _UID = re.compile(rb"\bUID (\d+)")
@@ -495,7 +503,7 @@ def meta_from_items(folder: str, items: bytes, header: bytes) -> MessageMeta | N
         sent_at=fields.sent_at,
         received_at=received,
         size=int(size.group(1)) if size else 0,
-        flags=tuple(sorted(flags.group(1).decode().split())) if flags else (),
+        flags=tuple(sorted(set(flags.group(1).decode().split()) - _SESSION_FLAGS)) if flags else (),
         problems=tuple(fields.problems),
     )
 
