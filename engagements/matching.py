@@ -19,7 +19,7 @@ from mailboxes.services import BatchContext, replay_messages
 from teams.models import RetentionPolicy, Team
 
 from .models import EmailEngagement, TrackedMessageId
-from .services import Address, EmailData, log_email, normalize_message_id
+from .services import Address, EmailData, LogItem, log_emails, normalize_message_id
 
 
 def _ancestors(meta: MessageMeta) -> list[str]:
@@ -91,8 +91,8 @@ def log_matches(context: BatchContext) -> list[str]:
             if meta.message_id not in logged and any(i in tracked for i in _ancestors(meta))
         ]
     )
-    newly_logged: list[str] = []
-    for meta in context.messages:  # in arrival order: a reply's parent is logged first
+    items: list[LogItem] = []
+    for meta in context.messages:  # in arrival order: a reply's parent comes first
         thread_id = next((tracked[i] for i in _ancestors(meta) if i in tracked), None)
         if thread_id is None or meta.message_id in logged:
             continue  # untracked (L3), or already logged from another folder or delivery
@@ -102,36 +102,39 @@ def log_matches(context: BatchContext) -> list[str]:
         parsed = parse_message(raw)
         attachments, note = _attachments(policy, meta.size, parsed.attachments)
         message_id = meta.message_id or f"threadline-{meta.folder_id}-{meta.ref}@invalid"
-        log_email(
-            team=team,
-            email=EmailData(
-                message_id=message_id,
-                sender=Address(meta.from_address or "unknown@invalid", meta.from_name),
-                to=tuple(Address(a["email"], a["name"]) for a in meta.to),
-                cc=tuple(Address(a["email"], a["name"]) for a in meta.cc),
-                subject=meta.subject,
-                body_text=parsed.text,
-                body_html=parsed.html,
-                sent_at=meta.sent_at or meta.received_at or meta.created_at,
-                in_reply_to=meta.in_reply_to,
-                references=tuple(meta.reference_ids),
-            ),
-            direction=(
-                EmailEngagement.Direction.OUTGOING
-                if meta.from_address.lower() == own_address
-                else EmailEngagement.Direction.INCOMING
-            ),
-            source=EmailEngagement.Source.SYNC,
-            contacts=records[thread_id]["contacts"],
-            companies=records[thread_id]["companies"],
-            deals=records[thread_id]["deals"],
-            attachments=attachments,
-            attachments_note=note,
+        email = EmailData(
+            message_id=message_id,
+            sender=Address(meta.from_address or "unknown@invalid", meta.from_name),
+            to=tuple(Address(a["email"], a["name"]) for a in meta.to),
+            cc=tuple(Address(a["email"], a["name"]) for a in meta.cc),
+            subject=meta.subject,
+            body_text=parsed.text,
+            body_html=parsed.html,
+            sent_at=meta.sent_at or meta.received_at or meta.created_at,
+            in_reply_to=meta.in_reply_to,
+            references=tuple(meta.reference_ids),
+        )
+        direction = (
+            EmailEngagement.Direction.OUTGOING
+            if meta.from_address.lower() == own_address
+            else EmailEngagement.Direction.INCOMING
+        )
+        thread = records[thread_id]
+        items.append(
+            LogItem(
+                email,
+                direction,
+                thread["contacts"],
+                thread["companies"],
+                thread["deals"],
+                attachments,
+                note,
+            )  # fmt: skip
         )
         logged.add(message_id)
         tracked[message_id] = thread_id
-        newly_logged.append(message_id)
-    return newly_logged
+    log_emails(team=team, items=items, source=EmailEngagement.Source.SYNC)
+    return [item.email.message_id for item in items]
 
 
 def log_backlog(team: Team, message_ids: Iterable[str], max_depth: int = 20) -> int:

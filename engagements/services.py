@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -46,22 +46,10 @@ def normalize_message_id(value: str) -> str:
     return value.strip().strip("<>").strip()
 
 
-def _thread_for(team: Team, email: EmailData) -> Thread:
-    """The thread of the nearest tracked ancestor (In-Reply-To, then References newest first)."""
-    ancestors = [normalize_message_id(email.in_reply_to)] if email.in_reply_to else []
-    ancestors += [normalize_message_id(ref) for ref in reversed(email.references)]
-    ancestors = [a for a in ancestors if a]
-    if ancestors:
-        found = {
-            tracked.message_id: tracked.thread
-            for tracked in TrackedMessageId.objects.for_team(team)
-            .matching(set(ancestors))
-            .select_related("thread")
-        }
-        for ancestor in ancestors:
-            if ancestor in found:
-                return found[ancestor]
-    return Thread.objects.create(team=team, subject=email.subject[:998])
+def _ancestors(email: EmailData) -> list[str]:
+    """The ids an email answers, nearest first (In-Reply-To, then References newest first)."""
+    ids = [email.in_reply_to, *reversed(email.references)]
+    return [i for i in (normalize_message_id(i) for i in ids if i) if i]
 
 
 def _check_same_team(team: Team, records: Iterable[models.Model]) -> None:
@@ -70,7 +58,19 @@ def _check_same_team(team: Team, records: Iterable[models.Model]) -> None:
             raise ValueError(f"{record!r} belongs to another team")
 
 
-@transaction.atomic
+@dataclass
+class LogItem:
+    """One email to log with `log_emails`, and the records it goes on."""
+
+    email: EmailData
+    direction: str
+    contacts: Sequence[models.Model] = ()
+    companies: Sequence[models.Model] = ()
+    deals: Sequence[models.Model] = ()
+    attachments: Sequence[ParsedAttachment] = ()
+    attachments_note: str = ""
+
+
 def log_email(
     *,
     team: Team,
@@ -84,70 +84,126 @@ def log_email(
     attachments: Iterable[ParsedAttachment] = (),
     attachments_note: str = "",
 ) -> EmailEngagement:
-    """Log `email` on the given records and track its Message-ID; idempotent.
+    """Log one email on the given records and track its Message-ID; see `log_emails`."""
+    item = LogItem(email, direction, list(contacts), list(companies), list(deals),
+                   list(attachments), attachments_note)  # fmt: skip
+    return log_emails(team=team, items=[item], source=source, actor=actor)[0]
 
-    The same Message-ID logged again adds the records to the existing engagement instead of
-    creating a second one. Raises ValueError if a record belongs to another team.
+
+@transaction.atomic
+def log_emails(
+    *, team: Team, items: Sequence[LogItem], source: str, actor: AbstractBaseUser | None = None
+) -> list[EmailEngagement]:
+    """Log emails on records and track their Message-IDs, in a fixed number of queries.
+
+    Idempotent: a Message-ID logged before gets the new records added, not a second
+    engagement. Each email joins the thread of its nearest tracked ancestor (an earlier item
+    of the same call counts), else starts one. Raises ValueError, before writing anything, if
+    a record belongs to another team or an email has no Message-ID.
     """
-    contacts, companies, deals = list(contacts), list(companies), list(deals)
-    _check_same_team(team, [*contacts, *companies, *deals])
-    message_id = normalize_message_id(email.message_id)
-    if not message_id:
-        raise ValueError("an email needs a Message-ID to be logged")
-    engagement = EmailEngagement.objects.for_team(team).filter(message_id=message_id).first()
-    if engagement is None:
-        thread = _thread_for(team, email)
+    message_ids = []
+    for item in items:
+        _check_same_team(team, [*item.contacts, *item.companies, *item.deals])
+        message_id = normalize_message_id(item.email.message_id)
+        if not message_id:
+            raise ValueError("an email needs a Message-ID to be logged")
+        message_ids.append(message_id)
+    engagements = {
+        e.message_id: e
+        for e in EmailEngagement.objects.for_team(team).filter(message_id__in=message_ids)
+    }
+    wanted = {a for item in items for a in _ancestors(item.email)}
+    threads = dict(
+        TrackedMessageId.objects.for_team(team)
+        .matching(wanted)
+        .values_list("message_id", "thread_id")
+    )
+    new: list[tuple[LogItem, EmailEngagement]] = []
+    for item, message_id in zip(items, message_ids, strict=True):
+        if message_id in engagements:
+            continue
+        email = item.email
+        thread_id = next((threads[a] for a in _ancestors(email) if a in threads), None)
+        if thread_id is None:
+            thread_id = Thread.objects.create(team=team, subject=email.subject[:998]).pk
+        threads[message_id] = thread_id
+        engagements[message_id] = EmailEngagement(
+            team=team,
+            thread_id=thread_id,
+            direction=item.direction,
+            source=source,
+            message_id=message_id,
+            in_reply_to=normalize_message_id(email.in_reply_to),
+            references=" ".join(normalize_message_id(r) for r in email.references),
+            from_name=email.sender.name,
+            from_address=email.sender.email,
+            to=[a.as_dict() for a in email.to],
+            cc=[a.as_dict() for a in email.cc],
+            subject=email.subject[:998],
+            body_text=email.body_text,
+            body_html=email.body_html,
+            sent_at=email.sent_at,
+            logged_by=actor,
+            attachments_note=item.attachments_note[:300],
+        )
+        new.append((item, engagements[message_id]))
+    if new:
         try:
             with transaction.atomic():
-                engagement = EmailEngagement.objects.create(
-                    team=team,
-                    thread=thread,
-                    direction=direction,
-                    source=source,
-                    message_id=message_id,
-                    in_reply_to=normalize_message_id(email.in_reply_to),
-                    references=" ".join(normalize_message_id(r) for r in email.references),
-                    from_name=email.sender.name,
-                    from_address=email.sender.email,
-                    to=[a.as_dict() for a in email.to],
-                    cc=[a.as_dict() for a in email.cc],
-                    subject=email.subject[:998],
-                    body_text=email.body_text,
-                    body_html=email.body_html,
-                    sent_at=email.sent_at,
-                    logged_by=actor,
-                    attachments_note=attachments_note[:300],
-                )
-                Attachment.objects.bulk_create(
-                    Attachment(
-                        team=team,
-                        engagement=engagement,
-                        filename=item.filename,
-                        content_type=item.content_type[:255],
-                        size=len(item.payload),
-                        file=ContentFile(item.payload, name=item.filename),
-                    )
-                    for item in attachments
-                )
+                # PostgreSQL and SQLite return the new keys.
+                EmailEngagement.objects.bulk_create([e for _, e in new])
         except IntegrityError:
-            # Logged concurrently by another worker: use that row.
-            engagement = EmailEngagement.objects.get(team=team, message_id=message_id)
-        # One statement, and a no-op when the id is already tracked.
+            # Another worker logged one of them meanwhile: go one by one, using its row.
+            if len(items) == 1:
+                engagement = EmailEngagement.objects.get(team=team, message_id=message_ids[0])
+                _link_records(items, [engagement])
+                return [engagement]
+            return [log_emails(team=team, items=[i], source=source, actor=actor)[0] for i in items]
+        Attachment.objects.bulk_create(
+            Attachment(
+                team=team,
+                engagement=engagement,
+                filename=part.filename,
+                content_type=part.content_type[:255],
+                size=len(part.payload),
+                file=ContentFile(part.payload, name=part.filename),
+            )
+            for item, engagement in new
+            for part in item.attachments
+        )
+        # A no-op for ids tracked already (say, sent from the CRM before being synced).
         TrackedMessageId.objects.bulk_create(
             [
                 TrackedMessageId(
                     team=team,
-                    message_id=message_id,
+                    message_id=engagement.message_id,
                     thread_id=engagement.thread_id,
                     engagement=engagement,
                 )
+                for _, engagement in new
             ],
             ignore_conflicts=True,
         )
-    engagement.contacts.add(*contacts)
-    engagement.companies.add(*companies)
-    engagement.deals.add(*deals)
-    return engagement
+    result = [engagements[message_id] for message_id in message_ids]
+    _link_records(items, result)
+    return result
+
+
+def _link_records(items: Sequence[LogItem], engagements: Sequence[EmailEngagement]) -> None:
+    """Put each engagement on its item's records: one insert per kind of record."""
+    for name in ("contacts", "companies", "deals"):
+        m2m = EmailEngagement._meta.get_field(name)
+        through = m2m.remote_field.through
+        column = m2m.m2m_reverse_name()
+        rows = {
+            (engagement.pk, record.pk)
+            for item, engagement in zip(items, engagements, strict=True)
+            for record in getattr(item, name)
+        }
+        through.objects.bulk_create(
+            [through(emailengagement_id=e, **{column: r}) for e, r in rows],
+            ignore_conflicts=True,
+        )
 
 
 def delete_engagement(*, engagement: EmailEngagement, actor: AbstractBaseUser) -> None:

@@ -7,8 +7,10 @@ from engagements.models import EmailEngagement, Thread, TrackedMessageId
 from engagements.services import (
     Address,
     EmailData,
+    LogItem,
     delete_engagement,
     log_email,
+    log_emails,
     restore_engagement,
 )
 from tests.factories import ContactFactory, DealFactory
@@ -126,3 +128,46 @@ def test_deleting_twice_keeps_the_first_deletion_time(team, owner):
     engagement.refresh_from_db()
     assert engagement.deleted_at == first_time
     assert first_time <= timezone.now() + timedelta(seconds=1)
+
+
+def test_log_emails_threads_replies_within_one_call(team):
+    contact = ContactFactory(team=team)
+    items = [
+        LogItem(email("a@example.com"), "out", contacts=[contact]),
+        LogItem(email("b@example.com", in_reply_to="a@example.com"), "in", contacts=[contact]),
+        LogItem(email("c@example.com"), "in"),
+        LogItem(email("<b@example.com>"), "in"),
+    ]
+
+    a, b, c, b_again = log_emails(team=team, items=items, source="sync")
+
+    assert b.thread_id == a.thread_id != c.thread_id
+    assert b_again.pk == b.pk
+    assert EmailEngagement.objects.count() == 3
+    assert TrackedMessageId.objects.count() == 3
+    assert list(b.contacts.all()) == [contact]
+
+
+def test_log_emails_costs_the_same_queries_for_few_or_many(team, django_assert_num_queries):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    log(team, email("root@example.com"))
+    contact = ContactFactory(team=team)
+
+    def replies(prefix, count):
+        return [
+            LogItem(
+                email(f"{prefix}{n}@example.com", in_reply_to="root@example.com"),
+                "in",
+                contacts=[contact],
+            )  # fmt: skip
+            for n in range(count)
+        ]
+
+    with CaptureQueriesContext(connection) as few:
+        log_emails(team=team, items=replies("few", 2), source="sync")
+    with django_assert_num_queries(len(few.captured_queries)):
+        log_emails(team=team, items=replies("many", 40), source="sync")
+
+    assert EmailEngagement.objects.filter(contacts=contact).count() == 42
