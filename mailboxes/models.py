@@ -97,11 +97,6 @@ class Folder(models.Model):
         return self.name
 
 
-class MessageMetaQuerySet(TeamScopedQuerySet):
-    def recent(self) -> MessageMetaQuerySet:
-        return self.order_by("-received_at", "-pk")
-
-
 class MessageMeta(models.Model):
     """Header metadata of one message in one folder (SPEC R4: erased after 60 days).
 
@@ -127,7 +122,7 @@ class MessageMeta(models.Model):
     problems = models.CharField(max_length=500, blank=True, help_text="Unreadable headers.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
-    objects = MessageMetaQuerySet.as_manager()
+    objects = TeamScopedQuerySet.as_manager()
 
     class Meta:
         constraints = [
