@@ -11,12 +11,14 @@ RSS is its own):
   (c)  an incremental sync with nothing new
   (d)  an incremental sync after 100 new messages
 
-Run with `bash bench/run_imap_sync.sh [--messages N]` (starts a temporary PostgreSQL).
+Run with `bash bench/run_imap_sync.sh [--messages N] [--profile DIR]` (starts a temporary
+PostgreSQL; --profile writes cProfile stats of (b0) and (b), read them with `python -m pstats`).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import imaplib
 import json
 import os
@@ -195,11 +197,17 @@ def phase_sync(cfg: dict) -> dict:
     from mailboxes.services import sync_mailbox
 
     reset_queries()
+    profiler = cProfile.Profile() if cfg.get("profile") else None
     started = time.perf_counter()
     with connection.execute_wrapper(_count_queries):
+        if profiler:
+            profiler.enable()
         result = sync_mailbox(
             cfg["mailbox_id"], on_batch=None if cfg.get("metadata_only") else log_matches
         )
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(cfg["profile"])
     wall = time.perf_counter() - started
     return {
         "wall": wall,
@@ -266,6 +274,9 @@ def run_phase(name: str, cfg: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument(
+        "--profile", metavar="DIR", help="write cProfile stats of (b0) and (b) into DIR"
+    )
     parser.add_argument("--phase", choices=sorted(PHASES))
     parser.add_argument("--config")
     args = parser.parse_args()
@@ -290,9 +301,15 @@ def main() -> None:
             results["a"] = run_phase("raw", cfg)
             results["a'"] = run_phase("imapclient", cfg)
             cfg.update(run_phase("setup", cfg))
-            results["b0"] = run_phase("sync", {**cfg, "metadata_only": True})
+            profile = {}
+            if args.profile:
+                Path(args.profile).mkdir(parents=True, exist_ok=True)
+                profile = {k: f"{args.profile}/{k}.pstats" for k in ("b0", "b")}
+            results["b0"] = run_phase(
+                "sync", {**cfg, "metadata_only": True, "profile": profile.get("b0")}
+            )
             run_phase("reset", cfg)
-            results["b"] = run_phase("sync", cfg)
+            results["b"] = run_phase("sync", {**cfg, "profile": profile.get("b")})
             results["c"] = run_phase("sync", cfg)
             run_phase("append", {**cfg, "new": 100})
             results["d"] = run_phase("sync", cfg)

@@ -64,8 +64,9 @@ def _attachments(
 def log_matches(context: BatchContext) -> list[str]:
     """Log the batch's replies to tracked threads.
 
-    A fixed number of queries per batch for the matching itself (tracked ids, already-logged
-    ids, records of the matched threads); then one log_email per matched message.
+    A fixed number of queries and one FETCH per batch, however many messages match:
+    tracked ids, already-logged ids, records of the matched threads, the bodies, and one
+    log_emails for all of them.
     """
     mailbox = context.mailbox
     team = mailbox.team
@@ -80,23 +81,26 @@ def log_matches(context: BatchContext) -> list[str]:
         .filter(message_id__in={m.message_id for m in context.messages if m.message_id})
         .values_list("message_id", flat=True)
     )
-    records = _thread_records(team, set(tracked.values()))
-    policy, _ = RetentionPolicy.objects.get_or_create(team=team)
-    own_address = mailbox.email_address.lower()
-    # Read the direct replies in one round trip; replies to those come one by one below.
-    raws = context.fetch_many(
-        [
-            meta
-            for meta in context.messages
-            if meta.message_id not in logged and any(i in tracked for i in _ancestors(meta))
-        ]
-    )
-    items: list[LogItem] = []
-    for meta in context.messages:  # in arrival order: a reply's parent comes first
+    # Match on metadata alone, in arrival order (a reply's parent comes first), so replies
+    # to replies in the same batch match too; then read all their bodies in one round trip.
+    matched: list[tuple[MessageMeta, int]] = []
+    for meta in context.messages:
         thread_id = next((tracked[i] for i in _ancestors(meta) if i in tracked), None)
         if thread_id is None or meta.message_id in logged:
             continue  # untracked (L3), or already logged from another folder or delivery
-        raw = raws.get(meta.pk) or context.fetch(meta)
+        matched.append((meta, thread_id))
+        if meta.message_id:
+            logged.add(meta.message_id)
+            tracked[meta.message_id] = thread_id
+    if not matched:
+        return []
+    records = _thread_records(team, {thread_id for _meta, thread_id in matched})
+    policy, _ = RetentionPolicy.objects.get_or_create(team=team)
+    own_address = mailbox.email_address.lower()
+    raws = context.fetch_many([meta for meta, _thread_id in matched])
+    items: list[LogItem] = []
+    for meta, thread_id in matched:
+        raw = raws.get(meta.pk)
         if raw is None:
             continue  # deleted on the server meanwhile: nothing to log
         parsed = parse_message(raw)
@@ -131,8 +135,6 @@ def log_matches(context: BatchContext) -> list[str]:
                 note,
             )  # fmt: skip
         )
-        logged.add(message_id)
-        tracked[message_id] = thread_id
     log_emails(team=team, items=items, source=EmailEngagement.Source.SYNC)
     return [item.email.message_id for item in items]
 
