@@ -213,6 +213,9 @@ Q_CLUSTER: dict[str, object] = {
     "max_attempts": 3,
     "catch_up": False,
     "label": "Tasks",
+    # A large sync reads ahead in a child process (mailboxes/readahead.py); daemonic
+    # workers may not have children.
+    "daemonize_workers": False,
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL

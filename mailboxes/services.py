@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -18,10 +17,11 @@ from django.utils import timezone
 
 from teams.models import RetentionPolicy, Team
 
+from . import readahead
 from .crypto import Secret
 from .models import Folder, Mailbox, MessageBody, MessageMeta
 from .providers import get_provider
-from .providers.base import MailProvider, ProviderConfig, ProviderError
+from .providers.base import Batch, MailProvider, ProviderConfig, ProviderError
 
 logger = logging.getLogger(__name__)
 
@@ -132,29 +132,17 @@ def sync_mailbox(
     policy, _ = RetentionPolicy.objects.get_or_create(team=mailbox.team)
     since = (timezone.now() - timedelta(days=policy.metadata_days)).date()
     Mailbox.objects.filter(pk=mailbox.pk).update(is_syncing=True)
+    config = provider_config(mailbox)
     try:
-        connection_to_server = get_provider(mailbox.kind, provider_config(mailbox))
-        # One thread reads the next batch from the server while this one writes the current
-        # batch; the lock lets the matcher's reads take their turn on the same connection.
-        with connection_to_server, ThreadPoolExecutor(max_workers=1) as reader:
-            provider = _Serialized(connection_to_server)
+        with get_provider(mailbox.kind, config) as provider:
             for folder in mailbox.folders.all():
-                read_from = folder.cursor
-                next_batch = reader.submit(
-                    provider.changes, folder.name, read_from or None, limit, since
-                )
-                while True:
-                    batch = next_batch.result()
-                    if not batch.done:
-                        next_batch = reader.submit(
-                            provider.changes, folder.name, batch.cursor, limit, since
+                with closing(
+                    _batches(mailbox.kind, config, provider, folder, limit, since)
+                ) as batches:
+                    for read_from, batch in batches:
+                        result.new_messages += _apply_batch(
+                            mailbox, folder, batch, provider, on_batch, read_from
                         )
-                    result.new_messages += _apply_batch(
-                        mailbox, folder, batch, provider, on_batch, read_from
-                    )
-                    read_from = batch.cursor
-                    if batch.done:
-                        break
     except ProviderError as exc:
         result.error = exc.message
         logger.warning("sync of mailbox %s failed: %s", mailbox.pk, exc.cause)
@@ -171,21 +159,35 @@ def sync_mailbox(
     return result
 
 
-class _Serialized:
-    """A provider whose calls take turns (the read-ahead thread and the matcher share it)."""
+def _batches(
+    kind: str,
+    config: ProviderConfig,
+    provider: MailProvider,
+    folder: Folder,
+    limit: int,
+    since: date,
+) -> Iterator[tuple[str, Batch]]:
+    """A folder's batches, each with the cursor it was read from.
 
-    def __init__(self, provider: MailProvider) -> None:
-        self._provider = provider
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._provider, name)
-
-        def serialized(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return method(*args, **kwargs)
-
-        return serialized
+    The first is read here. When more than another batch's worth remains (an initial sync,
+    a large backlog), a child process reads the rest ahead while this one writes
+    (readahead.py); otherwise they are read here too.
+    """
+    cursor = folder.cursor
+    batch = provider.changes(folder.name, cursor or None, limit, since)
+    yield cursor, batch
+    if batch.remaining > limit and readahead.can_fork():
+        rest = readahead.read_batches(kind, config, folder.name, batch.cursor, limit, since)
+        with closing(rest):
+            cursor = batch.cursor
+            for batch in rest:
+                yield cursor, batch
+                cursor = batch.cursor
+        return
+    while not batch.done:
+        cursor = batch.cursor
+        batch = provider.changes(folder.name, cursor, limit, since)
+        yield cursor, batch
 
 
 _META_FIELDS = MessageMeta._meta.concrete_fields

@@ -417,7 +417,14 @@ class ImapProvider:
         """Raw messages by ref, in one FETCH, read with BODY.PEEK (flags untouched). Refs no
         longer on the server are missing from the result."""
         self._select(folder)
-        fetched = self._call(self.client.fetch, [int(ref) for ref in refs], [b"BODY.PEEK[]"])
+        uids = [int(ref) for ref in refs]
+        fetched = self._call(self.client.fetch, uids, [b"BODY.PEEK[]"])
+        missing = [uid for uid in uids if uid not in fetched]
+        if missing:
+            # Mail that arrived after this session's SELECT (another session read its
+            # headers) is unknown here until the server is polled: NOOP, then ask again.
+            self._call(self.client.noop)
+            fetched.update(self._call(self.client.fetch, missing, [b"BODY.PEEK[]"]))
         # A message expunged by another session can still answer, with a NIL body.
         return {
             str(uid): bytes(data[b"BODY[]"])

@@ -1,0 +1,65 @@
+"""Reading a folder ahead in a child process (mailboxes/readahead.py), against real Dovecot."""
+
+import pytest
+
+from mailboxes import readahead
+from mailboxes.providers import get_provider
+from mailboxes.providers.base import AuthFailed
+from tests.mailboxes.helpers import build_email
+from tests.mailboxes.test_imap_provider import SINCE, config
+
+
+def read_here(cfg, limit):
+    batches, cursor = [], None
+    with get_provider("imap", cfg) as provider:
+        while True:
+            batch = provider.changes("INBOX", cursor, limit, SINCE)
+            batches.append(batch)
+            cursor = batch.cursor
+            if batch.done:
+                return batches
+
+
+def test_child_reads_the_same_batches_as_the_parent_would(dovecot, smtp_server, account):
+    user, password, mailbox = account
+    for n in range(7):
+        mailbox.deliver(build_email(subject=f"m{n}", message_id=f"m{n}@example.com"))
+    cfg = config(dovecot, smtp_server, user, password)
+    first, *rest_here = read_here(cfg, limit=2)
+
+    rest_ahead = list(readahead.read_batches("imap", cfg, "INBOX", first.cursor, 2, SINCE))
+
+    def refs_and_ids(batches):
+        return [[(m.ref, m.message_id) for m in b.messages] for b in batches]
+
+    assert refs_and_ids(rest_ahead) == refs_and_ids(rest_here)
+    assert [b.done for b in rest_ahead] == [False, False, True]
+    assert rest_ahead[-1].cursor == rest_here[-1].cursor
+
+
+def test_a_failure_in_the_child_is_raised_in_the_parent(dovecot, smtp_server, account):
+    user, password, mailbox = account
+    mailbox.deliver(build_email())
+    first = read_here(config(dovecot, smtp_server, user, password), limit=1)[0]
+
+    with pytest.raises(AuthFailed, match="refused the username or password"):
+        list(
+            readahead.read_batches(
+                "imap", config(dovecot, smtp_server, user, "wrong"), "INBOX", first.cursor, 1, SINCE
+            )
+        )
+
+
+def test_mail_read_by_another_session_can_be_fetched_in_full(dovecot, smtp_server, account):
+    # The sync's own session selected the folder before the read-ahead session saw new mail.
+    user, password, mailbox = account
+    mailbox.deliver(build_email(message_id="old@example.com"))
+    cfg = config(dovecot, smtp_server, user, password)
+    with get_provider("imap", cfg) as provider:
+        provider.changes("INBOX", None, 10, SINCE)
+        mailbox.deliver(build_email(message_id="new@example.com", text="arrived later"))
+        new_ref = read_here(cfg, limit=10)[-1].messages[-1].ref
+
+        raws = provider.fetch_many("INBOX", [new_ref])
+
+    assert b"arrived later" in raws[new_ref]
