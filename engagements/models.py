@@ -75,6 +75,12 @@ class EmailEngagement(models.Model):
         SEQUENCE = "sequence", "Sent by a sequence"
         IMPORT = "import", "Imported"
 
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Waiting to send"
+        SENDING = "sending", "Sending…"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Not sent"
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE)
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="engagements")
     direction = models.CharField(max_length=3, choices=Direction.choices)
@@ -93,6 +99,11 @@ class EmailEngagement(models.Model):
     sent_at = models.DateTimeField()
     attachments_note = models.CharField(
         max_length=300, blank=True, help_text="Why attachments were not logged (SPEC L5)."
+    )
+    # Email sent from the CRM goes queued -> sending -> sent or failed; logged email is sent.
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SENT)
+    status_detail = models.CharField(
+        max_length=500, blank=True, help_text="Why sending failed, or what went only partly."
     )
     contacts = models.ManyToManyField(Contact, blank=True, related_name="email_engagements")
     companies = models.ManyToManyField(Company, blank=True, related_name="email_engagements")
@@ -130,6 +141,10 @@ class EmailEngagement(models.Model):
     @property
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.SENDING)
 
     @property
     def from_display(self) -> str:
@@ -201,3 +216,57 @@ class TrackedMessageId(models.Model):
 
     def __str__(self) -> str:
         return f"<{self.message_id}>"
+
+
+class OutgoingEmail(models.Model):
+    """What sending an engagement needs until it is sent: the message and its envelope.
+
+    The raw message is kept only until it is sent (a retry sends the same bytes, with the
+    same Message-ID); the engagement carries the status the timeline shows.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE)
+    engagement = models.OneToOneField(
+        EmailEngagement, on_delete=models.CASCADE, related_name="outgoing"
+    )
+    mailbox = models.ForeignKey("mailboxes.Mailbox", on_delete=models.CASCADE, related_name="+")
+    raw = models.BinaryField(blank=True)
+    sender = models.EmailField(max_length=320)
+    recipients = models.JSONField(default=list, help_text="Envelope recipients, Bcc included.")
+    bcc = models.JSONField(default=list, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    filed_in_sent = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TeamScopedQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"sending of {self.engagement_id}"
+
+
+class EmailTemplate(models.Model):
+    """A reusable email with personalisation tokens (SPEC T1); see engagements/templating.py."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE)
+    name = models.CharField(max_length=120)
+    subject = models.CharField(max_length=998)
+    body = models.TextField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TeamScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="engagements_template_name_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("engagements:template_update", args=[self.pk])

@@ -39,6 +39,10 @@ class Mailbox(models.Model):
     credentials = EncryptedSecretField(editable=False)
     # Provider settings (hosts, ports, security, username): never secret, never queried.
     settings = models.JSONField(default=dict, blank=True)
+    display_name = models.CharField(
+        max_length=200, blank=True, help_text="The name recipients see on email you send."
+    )
+    signature = models.TextField(blank=True, help_text="Added by the {signature} token.")
     state = models.CharField(max_length=20, choices=State.choices, default=State.CONNECTED)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)

@@ -21,7 +21,14 @@ from . import readahead
 from .crypto import Secret
 from .models import Folder, Mailbox, MessageBody, MessageMeta
 from .providers import get_provider
-from .providers.base import Batch, MailProvider, ProviderConfig, ProviderError
+from .providers.base import (
+    AuthFailed,
+    Batch,
+    MailProvider,
+    PartlySent,
+    ProviderConfig,
+    ProviderError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -364,3 +371,34 @@ def replay_messages(messages: list[MessageMeta], on_batch: OnBatch) -> None:
             Mailbox.objects.filter(pk=mailbox.pk).update(
                 last_error=exc.message, last_error_at=timezone.now()
             )
+
+
+def send_message(
+    mailbox: Mailbox, raw: bytes, *, sender: str, recipients: list[str], message_id: str
+) -> str:
+    """Send through the mailbox and file the copy in its sent folder (SPEC L6).
+
+    Raises ProviderError if nothing was sent. Returns a note when it was sent but not to
+    everyone, or when the sent-folder copy could not be filed; else "".
+    """
+    if mailbox.state != Mailbox.State.CONNECTED:
+        raise AuthFailed(
+            f"{mailbox.email_address} is disconnected: reconnect it on the Mailboxes page, "
+            "then retry."
+        )
+    notes = []
+    sent_folder = mailbox.folders.filter(role=Folder.Role.SENT).first()
+    with get_provider(mailbox.kind, provider_config(mailbox)) as provider:
+        try:
+            provider.send(raw, sender, recipients)
+        except PartlySent as exc:
+            notes.append(exc.message)
+        if sent_folder is None:
+            notes.append("Your mailbox has no sent folder, so no copy was filed.")
+        else:
+            try:
+                provider.file_in_sent(sent_folder.name, raw, message_id)
+            except ProviderError as exc:
+                logger.warning("filing a sent copy for mailbox %s failed: %s", mailbox.pk, exc)
+                notes.append(f"The copy could not be filed in {sent_folder.name}: {exc.message}")
+    return " ".join(notes)

@@ -18,8 +18,16 @@ def _new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_logging_token() -> str:
+    # Lower-case letters and digits: the local part of an email address, case-insensitive.
+    return secrets.token_hex(10)
+
+
 class Team(models.Model):
     name = models.CharField(max_length=120)
+    logging_token = models.CharField(
+        max_length=40, unique=True, default=new_logging_token, editable=False
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -27,6 +35,11 @@ class Team(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def logging_address(self) -> str:
+        """Where team members BCC or forward email to log it (SPEC L4)."""
+        return f"log-{self.logging_token}@{settings.CRM_MAIL_DOMAIN}"
 
 
 class Membership(models.Model):

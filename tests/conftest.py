@@ -6,10 +6,21 @@ import os
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
+from engagements.services import Address, EmailData, log_email
+from mailboxes.services import connect_mailbox
 from teams.models import Membership
 
-from .factories import MembershipFactory, TeamFactory
+from .factories import (
+    CompanyFactory,
+    ContactEmailFactory,
+    ContactFactory,
+    DealFactory,
+    MembershipFactory,
+    TeamFactory,
+)
+from .mailboxes.helpers import SENT_ID, UserMailbox
 
 # Playwright's sync API runs an event loop in the main thread; the ORM calls made by the test
 # body and by pytest-django never run concurrently with it.
@@ -105,3 +116,61 @@ def smtp_server(dovecot, dovecot_plain):
 def mail_settings(settings):
     settings.CRM_ALLOW_PLAINTEXT_LOOPBACK = True
     return settings
+
+
+# -- a user's real mailbox, connected (shared by the mailboxes and engagements tests) ------
+
+
+@pytest.fixture
+def account(dovecot):
+    """A fresh user on the test Dovecot: (user, password, their own IMAP session)."""
+    user, password = dovecot.add_user()
+    mailbox = UserMailbox(dovecot, user, password)
+    yield user, password, mailbox
+    mailbox.close()
+
+
+@pytest.fixture
+def connected(mail_settings, dovecot, smtp_server, account, team, owner):
+    user, password, _ = account
+    return connect_mailbox(
+        team=team,
+        owner=owner,
+        kind="imap",
+        email_address=f"{user}@example.com",
+        provider_settings={
+            "imap_host": dovecot.host,
+            "imap_port": dovecot.port,
+            "imap_security": "plain",
+            "smtp_host": smtp_server.host,
+            "smtp_port": smtp_server.port,
+            "smtp_security": "plain",
+            "username": user,
+        },  # fmt: skip
+        credentials={"password": password},
+    )
+
+
+@pytest.fixture
+def tracked(team, connected):
+    """An email sent from the CRM to Ada, logged on her contact, company and deal."""
+    company = CompanyFactory(team=team)
+    contact = ContactFactory(team=team, company=company)
+    ContactEmailFactory(contact=contact, email="ada@example.com")
+    deal = DealFactory(team=team)
+    log_email(
+        team=team,
+        email=EmailData(
+            message_id=SENT_ID,
+            sender=Address(connected.email_address),
+            to=(Address("ada@example.com", "Ada"),),
+            subject="Proposal",
+            sent_at=timezone.now(),
+        ),
+        direction="out",
+        source="crm",
+        contacts=[contact],
+        companies=[company],
+        deals=[deal],
+    )
+    return contact, company, deal

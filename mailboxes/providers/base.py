@@ -96,6 +96,17 @@ class MailProvider(Protocol):
         """Several raw messages in one request, by ref; refs gone from the server are missing."""
         ...
 
+    def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+        """Send a message to `recipients` (the envelope: To, Cc and Bcc). Raises PartlySent
+        when some recipients were refused and the others got it; ProviderError otherwise."""
+        ...
+
+    def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
+        """Put a sent message in the sent folder unless it is there already (SPEC L6);
+        True if this call filed it. Providers whose servers file sent mail themselves
+        return False."""
+        ...
+
 
 class ProviderError(Exception):
     """A failure in plain words. `permanent` failures need the user; others are retried."""
@@ -146,3 +157,10 @@ class Throttled(ProviderError):
 class BadMessage(ProviderError):
     permanent = True
     cause = "bad_message"
+
+
+class PartlySent(ProviderError):
+    """The message went out, but some recipients were refused: never send it again."""
+
+    permanent = True
+    cause = "partly_sent"

@@ -24,10 +24,12 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from ..parsing import parse_headers
 from .base import (
     AuthFailed,
+    BadMessage,
     Batch,
     Capabilities,
     FolderInfo,
     MessageMeta,
+    PartlySent,
     ProviderConfig,
     ProviderError,
     ServerUnavailable,
@@ -432,9 +434,53 @@ class ImapProvider:
             if data.get(b"BODY[]") is not None
         }
 
-    def append(self, folder: str, raw: bytes, flags: tuple[str, ...] = ("\\Seen",)) -> None:
-        """File a message in a folder (the sent-folder copy of SPEC L6; the one write)."""
-        self._call(self.client.append, folder, raw, flags=list(flags))
+    # -- sending ----------------------------------------------------------------------
+    def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+        """Submit a message through the mailbox's SMTP server (bcc only in `recipients`)."""
+        with self.smtp() as connection:
+            try:
+                refused = connection.sendmail(sender, recipients, raw)
+            except smtplib.SMTPRecipientsRefused as exc:
+                raise BadMessage(
+                    "The SMTP server refused every recipient: " + _smtp_refusals(exc.recipients)
+                ) from None
+            except smtplib.SMTPSenderRefused as exc:
+                raise BadMessage(
+                    f"The SMTP server refused to send as {sender}: {_smtp_text(exc.smtp_error)}"
+                ) from None
+            except smtplib.SMTPDataError as exc:
+                raise BadMessage(
+                    f"The SMTP server refused the message: {_smtp_text(exc.smtp_error)}"
+                ) from None
+            except smtplib.SMTPException as exc:
+                raise ServerUnavailable(f"Sending failed: {exc}") from None
+            except OSError as exc:
+                s = self.settings
+                raise describe_network_error(exc, s.smtp_host, s.smtp_port) from None
+        if refused:
+            # Sent to the others: reported, not raised (a retry would send them a copy again).
+            raise PartlySent("Not delivered to " + _smtp_refusals(refused))
+
+    def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
+        """Copy a sent message into the sent folder with \\Seen (SPEC L6: the one write),
+        unless the server filed it there itself. True if this call filed it."""
+        self._selected = None
+        self._call(self.client.select_folder, folder, readonly=True)
+        found = self._call(self.client.search, ["HEADER", "Message-ID", message_id])
+        if found:
+            return False
+        self._call(self.client.append, folder, raw, flags=["\\Seen"])
+        return True
+
+
+def _smtp_text(error: bytes | str) -> str:
+    return error.decode("utf-8", "replace") if isinstance(error, bytes) else str(error)
+
+
+def _smtp_refusals(refused: dict[str, tuple[int, bytes]]) -> str:
+    return "; ".join(
+        f"{address} ({code} {_smtp_text(text)})" for address, (code, text) in refused.items()
+    )
 
 
 # \Recent belongs to one IMAP session, not to the message: it is not kept.

@@ -26,6 +26,13 @@ class SmtpServer:
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)  # recipients answered with 550
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if address in self.refuse:
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook name
         self.received.append(

@@ -1,0 +1,328 @@
+"""Sending email from the CRM (SPEC C4, L1, L6, L7, T1).
+
+A send is logged at once as an outgoing engagement with status "queued" (its Message-ID
+tracked, so a reply can never be missed), then a django-q task sends it through the user's
+mailbox and files the sent-folder copy. A failed send shows as "Not sent" with the reason
+and a Retry; the status moves queued -> sending -> sent/failed under a row lock, so a
+message is never sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from email import policy
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import models, transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from contacts.models import Contact
+from mailboxes.models import Mailbox
+from mailboxes.parsing import ParsedAttachment
+from mailboxes.providers.base import ProviderError
+from mailboxes.services import send_message
+from teams.models import RetentionPolicy, Team
+
+from .models import EmailEngagement, EmailTemplate, OutgoingEmail
+from .services import Address, EmailData, log_email
+from .templating import Sender, render, token_values
+
+logger = logging.getLogger(__name__)
+
+# References kept on a reply: the thread's first ids and its latest (RFC 5322 suggests
+# trimming long chains; the first and the nearest are what matching needs).
+MAX_REFERENCES = 20
+# A send still "sending" after this long was interrupted (the worker died): it may be retried.
+STALE_SENDING = timedelta(minutes=10)
+
+
+class SendError(Exception):
+    """The email cannot be sent as asked; the message says why in plain words."""
+
+
+@dataclass
+class Draft:
+    """What the user wrote, and the records it is sent from (it is logged on all of them)."""
+
+    to: Sequence[Address]
+    subject: str
+    body: str
+    cc: Sequence[Address] = ()
+    bcc: Sequence[Address] = ()
+    attachments: Sequence[ParsedAttachment] = ()
+    reply_to: EmailEngagement | None = None  # "Reply": joins that email's thread (L7)
+    contacts: Sequence[models.Model] = ()
+    companies: Sequence[models.Model] = ()
+    deals: Sequence[models.Model] = ()
+
+
+def sending_mailbox(user: AbstractBaseUser, team: Team) -> Mailbox | None:
+    """The user's mailbox that email from the CRM goes out through (their oldest one)."""
+    return Mailbox.objects.for_team(team).filter(owner=user).order_by("created_at", "pk").first()
+
+
+def cannot_send_reason(mailbox: Mailbox | None) -> str:
+    """Why the user cannot send now (SPEC C4), or "" if they can."""
+    if mailbox is None:
+        return (
+            "To send email from Threadline, connect your mailbox first (Mailboxes → Connect "
+            "a mailbox). Email then leaves from your own address and replies are logged here."
+        )
+    if mailbox.state != Mailbox.State.CONNECTED:
+        return (
+            f"{mailbox.email_address} is disconnected"
+            + (f" ({mailbox.last_error})" if mailbox.last_error else "")
+            + ". Reconnect it on the Mailboxes page to send."
+        )
+    return ""
+
+
+def sender_identity(mailbox: Mailbox) -> Sender:
+    owner = mailbox.owner
+    name = mailbox.display_name or owner.get_full_name() or ""
+    return Sender(name=name, signature=mailbox.signature)
+
+
+def new_message_id(team: Team) -> str:
+    """A unique Message-ID on our own domain, carrying the team (SPEC L1, U)."""
+    return f"{secrets.token_hex(16)}.t{team.pk}@{settings.CRM_MAIL_DOMAIN}"
+
+
+def _header_address(address: Address) -> HeaderAddress:
+    return HeaderAddress(display_name=address.name, addr_spec=address.email)
+
+
+def build_message(
+    *,
+    sender: Address,
+    draft: Draft,
+    message_id: str,
+    in_reply_to: str = "",
+    references: Sequence[str] = (),
+) -> EmailMessage:
+    """The MIME message (stdlib `email`, SMTP policy): UTF-8 headers and body encoded as
+    needed, multipart when it has attachments. Bcc is never a header: only the envelope."""
+    message = EmailMessage(policy=policy.SMTP)
+    message["From"] = _header_address(sender)
+    message["To"] = [_header_address(a) for a in draft.to]
+    if draft.cc:
+        message["Cc"] = [_header_address(a) for a in draft.cc]
+    message["Subject"] = " ".join(draft.subject.split())  # a header is one line
+    message["Date"] = format_datetime(timezone.now())
+    message["Message-ID"] = f"<{message_id}>"
+    if in_reply_to:
+        message["In-Reply-To"] = f"<{in_reply_to}>"
+    if references:
+        message["References"] = " ".join(f"<{r}>" for r in references)
+    message.set_content(draft.body)
+    for attachment in draft.attachments:
+        content_type = attachment.content_type or (
+            mimetypes.guess_type(attachment.filename)[0] or "application/octet-stream"
+        )
+        maintype, _, subtype = content_type.partition("/")
+        message.add_attachment(
+            attachment.payload,
+            maintype=maintype,
+            subtype=subtype or "octet-stream",
+            filename=attachment.filename,
+        )
+    return message
+
+
+def _reply_chain(reply_to: EmailEngagement | None) -> tuple[str, list[str]]:
+    if reply_to is None:
+        return "", []  # a new email never carries old references (L7)
+    chain = [*reply_to.references.split(), reply_to.message_id]
+    if len(chain) > MAX_REFERENCES:
+        chain = chain[:1] + chain[-(MAX_REFERENCES - 1) :]
+    return reply_to.message_id, chain
+
+
+def queue_email(
+    *, team: Team, user: AbstractBaseUser, mailbox: Mailbox | None, draft: Draft
+) -> EmailEngagement:
+    """Log the email as queued on its records and send it in a task. Raises SendError
+    (nothing saved) when it cannot be sent: no mailbox, a disconnected one, no recipient."""
+    reason = cannot_send_reason(mailbox)
+    if reason:
+        raise SendError(reason)
+    assert mailbox is not None
+    if mailbox.team_id != team.pk or mailbox.owner_id != user.pk:
+        raise SendError("You can only send from your own mailbox.")
+    if not draft.to:
+        raise SendError("Add at least one recipient.")
+    if draft.reply_to is not None and draft.reply_to.team_id != team.pk:
+        raise SendError("That email is not on your team's timelines.")
+    identity = sender_identity(mailbox)
+    sender = Address(mailbox.email_address, identity.name)
+    message_id = new_message_id(team)
+    in_reply_to, references = _reply_chain(draft.reply_to)
+    raw = build_message(
+        sender=sender,
+        draft=draft,
+        message_id=message_id,
+        in_reply_to=in_reply_to,
+        references=references,
+    ).as_bytes()
+    retention, _ = RetentionPolicy.objects.get_or_create(team=team)
+    attachments, note = list(draft.attachments), ""
+    if attachments and not retention.log_attachments:
+        attachments, note = [], "Attachments were sent but not logged: logging is off."
+    elif attachments and len(raw) >= retention.attachment_max_bytes:
+        attachments, note = [], "Attachments were sent but not logged: the email is too large."
+    recipients = list(dict.fromkeys(a.email for a in [*draft.to, *draft.cc, *draft.bcc]))
+    with transaction.atomic():
+        engagement = log_email(
+            team=team,
+            email=EmailData(
+                message_id=message_id,
+                sender=sender,
+                sent_at=timezone.now(),
+                subject=draft.subject,
+                to=tuple(draft.to),
+                cc=tuple(draft.cc),
+                body_text=draft.body,
+                in_reply_to=in_reply_to,
+                references=tuple(references),
+            ),
+            direction=EmailEngagement.Direction.OUTGOING,
+            source=EmailEngagement.Source.CRM,
+            contacts=draft.contacts,
+            companies=draft.companies,
+            deals=draft.deals,
+            actor=user,
+            attachments=attachments,
+            attachments_note=note,
+        )
+        engagement.status = EmailEngagement.Status.QUEUED
+        engagement.save(update_fields=["status"])
+        outgoing = OutgoingEmail.objects.create(
+            team=team,
+            engagement=engagement,
+            mailbox=mailbox,
+            raw=raw,
+            sender=mailbox.email_address,
+            recipients=recipients,
+            bcc=[a.as_dict() for a in draft.bcc],
+        )
+        transaction.on_commit(lambda: _enqueue(outgoing.pk))
+    return engagement
+
+
+def _enqueue(outgoing_id: int) -> None:
+    async_task("engagements.tasks.send_email_task", outgoing_id, task_name="send email")
+
+
+def send_outgoing(outgoing_id: int) -> str:
+    """Send one queued email (the task). Returns its status; sends only from "queued"."""
+    with transaction.atomic():
+        outgoing = (
+            OutgoingEmail.objects.select_for_update()
+            .select_related("engagement", "mailbox__team")
+            .get(pk=outgoing_id)
+        )
+        engagement = outgoing.engagement
+        if engagement.status != EmailEngagement.Status.QUEUED:
+            return engagement.status  # sent, being sent, or failed: never twice
+        engagement.status = EmailEngagement.Status.SENDING
+        engagement.save(update_fields=["status"])
+        outgoing.attempts += 1
+        outgoing.last_attempt_at = timezone.now()
+        outgoing.save(update_fields=["attempts", "last_attempt_at"])
+    try:
+        note = send_message(
+            outgoing.mailbox,
+            bytes(outgoing.raw),
+            sender=outgoing.sender,
+            recipients=outgoing.recipients,
+            message_id=engagement.message_id,
+        )
+    except ProviderError as exc:
+        logger.warning("sending engagement %s failed: %s", engagement.pk, exc.cause)
+        engagement.status = EmailEngagement.Status.FAILED
+        engagement.status_detail = exc.message[:500]
+        engagement.save(update_fields=["status", "status_detail"])
+        return engagement.status
+    with transaction.atomic():
+        engagement.status = EmailEngagement.Status.SENT
+        engagement.status_detail = note[:500]
+        engagement.sent_at = timezone.now()
+        engagement.save(update_fields=["status", "status_detail", "sent_at"])
+        outgoing.raw = b""  # sent: the timeline has the content, the sent folder the copy
+        outgoing.filed_in_sent = not note
+        outgoing.save(update_fields=["raw", "filed_in_sent"])
+    return engagement.status
+
+
+def can_retry(engagement: EmailEngagement) -> bool:
+    if engagement.status == EmailEngagement.Status.FAILED:
+        return True
+    outgoing = getattr(engagement, "outgoing", None)
+    return (
+        engagement.status == EmailEngagement.Status.SENDING
+        and outgoing is not None
+        and outgoing.last_attempt_at is not None
+        and outgoing.last_attempt_at < timezone.now() - STALE_SENDING
+    )
+
+
+def retry_email(engagement: EmailEngagement) -> None:
+    """Queue a failed (or interrupted) send again: the same message, the same Message-ID."""
+    if not can_retry(engagement):
+        raise SendError("Only an email that was not sent can be retried.")
+    with transaction.atomic():
+        updated = EmailEngagement.objects.filter(pk=engagement.pk, status=engagement.status).update(
+            status=EmailEngagement.Status.QUEUED, status_detail=""
+        )
+        if updated:
+            outgoing_id = engagement.outgoing.pk
+            transaction.on_commit(lambda: _enqueue(outgoing_id))
+
+
+@dataclass
+class BulkResult:
+    queued: list[EmailEngagement]
+    skipped: list[tuple[Contact, str]]  # contact, why
+
+
+def send_template(
+    *,
+    team: Team,
+    user: AbstractBaseUser,
+    mailbox: Mailbox | None,
+    template: EmailTemplate,
+    contacts: Sequence[Contact],
+) -> BulkResult:
+    """Send a template to several contacts: each their own email, in its own new thread,
+    logged on the contact and their company (SPEC T1)."""
+    reason = cannot_send_reason(mailbox)
+    if reason:
+        raise SendError(reason)
+    assert mailbox is not None
+    identity = sender_identity(mailbox)
+    result = BulkResult(queued=[], skipped=[])
+    for contact in contacts:
+        address = contact.primary_email
+        if not address:
+            result.skipped.append((contact, "no email address"))
+            continue
+        values = token_values(contact=contact, sender=identity)
+        draft = Draft(
+            to=[Address(address, contact.full_name)],
+            subject=render(template.subject, values),
+            body=render(template.body, values),
+            contacts=[contact],
+            companies=[contact.company] if contact.company else [],
+        )
+        result.queued.append(queue_email(team=team, user=user, mailbox=mailbox, draft=draft))
+    return result
