@@ -33,7 +33,7 @@ from mailboxes.providers.base import ProviderError
 from mailboxes.services import send_message
 from teams.models import RetentionPolicy, Team
 
-from .models import EmailEngagement, EmailTemplate, OutgoingEmail
+from .models import EmailEngagement, EmailTemplate, OutgoingEmail, TrackedMessageId
 from .services import Address, EmailData, log_email
 from .templating import Sender, render, token_values
 
@@ -182,6 +182,14 @@ def queue_email(
         attachments, note = [], "Attachments were sent but not logged: the email is too large."
     recipients = list(dict.fromkeys(a.email for a in [*draft.to, *draft.cc, *draft.bcc]))
     with transaction.atomic():
+        if draft.reply_to is not None:
+            # The reply joins its thread through the tracked id (an engagement logged before
+            # tracking existed may lack one).
+            TrackedMessageId.objects.get_or_create(
+                team=team,
+                message_id=draft.reply_to.message_id,
+                defaults={"thread_id": draft.reply_to.thread_id, "engagement": draft.reply_to},
+            )
         engagement = log_email(
             team=team,
             email=EmailData(

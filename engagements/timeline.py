@@ -46,6 +46,7 @@ def build_timeline(team: Team, record: models.Model, page_number: str | int | No
         by_thread.setdefault(engagement.thread_id, []).append(engagement)
     for thread in page.object_list:
         thread.shown = by_thread.get(thread.pk, [])
+        _note_newcomers(thread.shown)
     attachments = Attachment.objects.for_team(team).on_timeline_of(record)
     return Timeline(
         threads=page,
@@ -55,3 +56,20 @@ def build_timeline(team: Team, record: models.Model, page_number: str | int | No
             EmailEngagement.objects.for_team(team).removed_from_timeline_of(record)[:REMOVED_SHOWN]
         ),
     )
+
+
+def _addresses(engagement: EmailEngagement) -> set[str]:
+    return {a["email"].lower() for a in [*engagement.to, *engagement.cc] if a.get("email")}
+
+
+def _note_newcomers(shown: list[EmailEngagement]) -> None:
+    """Mark each email that brought someone new into its thread (SPEC L7) with `.newcomers`.
+
+    Email that replies to or forwards an earlier message keeps its references, so it stays
+    in that thread even when re-addressed to a new contact; the timeline says so.
+    """
+    seen: set[str] = set()
+    for position, engagement in enumerate(reversed(shown)):  # oldest first
+        addresses = _addresses(engagement) | {engagement.from_address.lower()}
+        engagement.newcomers = sorted(addresses - seen) if position else []
+        seen |= addresses

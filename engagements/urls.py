@@ -12,4 +12,13 @@ urlpatterns = [
     path("emails/<int:pk>/delete/", views.engagement_delete, name="engagement_delete"),
     path("emails/<int:pk>/restore/", views.engagement_restore, name="engagement_restore"),
     path("attachments/<int:pk>/", views.attachment_download, name="attachment_download"),
+    path("contacts/<int:pk>/email/", views.compose, {"kind": "contact"}, name="compose_contact"),
+    path("companies/<int:pk>/email/", views.compose, {"kind": "company"}, name="compose_company"),
+    path("deals/<int:pk>/email/", views.compose, {"kind": "deal"}, name="compose_deal"),
+    path("emails/<int:pk>/retry/", views.engagement_retry, name="engagement_retry"),
+    path("email-templates/", views.template_list, name="template_list"),
+    path("email-templates/new/", views.template_edit, name="template_create"),
+    path("email-templates/<int:pk>/", views.template_edit, name="template_update"),
+    path("email-templates/<int:pk>/delete/", views.template_delete, name="template_delete"),
+    path("email-templates/send/", views.send_template_view, name="send_template"),
 ]

@@ -6,6 +6,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from .models import Mailbox
 from .providers.imap import is_loopback, pop3_explanation
 
 SECURITY = [("ssl", "SSL/TLS"), ("starttls", "STARTTLS"), ("plain", "None (test servers only)")]
@@ -69,3 +70,13 @@ class ImapConnectForm(forms.Form):
                 "smtp_host", "smtp_port", "smtp_security", "username",
             )
         }  # fmt: skip
+
+
+class SenderIdentityForm(forms.ModelForm):
+    """How email sent from the CRM through this mailbox is signed."""
+
+    class Meta:
+        model = Mailbox
+        fields = ["display_name", "signature"]
+        labels = {"display_name": "Your name on sent email"}
+        widgets = {"signature": forms.Textarea(attrs={"rows": 4})}

@@ -8,7 +8,7 @@ from django_q.tasks import async_task
 
 from crm_site.tenancy import get_for_team_or_404, team_member_required
 
-from .forms import PRESETS, ImapConnectForm
+from .forms import PRESETS, ImapConnectForm, SenderIdentityForm
 from .models import Mailbox
 from .services import ConnectError, connect_mailbox, delete_mailbox
 
@@ -62,7 +62,25 @@ def mailbox_connect(request: HttpRequest) -> HttpResponse:
 @team_member_required
 def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     mailbox = _mailbox(request, pk)
-    return render(request, "mailboxes/mailbox_detail.html", {"mailbox": mailbox})
+    identity = SenderIdentityForm(instance=mailbox) if mailbox.owner_id == request.user.pk else None
+    return render(
+        request, "mailboxes/mailbox_detail.html", {"mailbox": mailbox, "identity": identity}
+    )
+
+
+@require_POST
+@team_member_required
+def mailbox_identity(request: HttpRequest, pk: int) -> HttpResponse:
+    """The owner's name and signature on email sent through the mailbox."""
+    mailbox = _mailbox(request, pk)
+    if mailbox.owner_id != request.user.pk:
+        raise Http404
+    form = SenderIdentityForm(request.POST, instance=mailbox)
+    if form.is_valid():
+        form.save()
+        messages.success(request, "Your name and signature are saved.")
+        return redirect("mailboxes:mailbox_detail", pk=mailbox.pk)
+    return render(request, "mailboxes/mailbox_detail.html", {"mailbox": mailbox, "identity": form})
 
 
 @team_member_required

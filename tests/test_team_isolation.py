@@ -5,7 +5,7 @@ from django.core.files.base import ContentFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from contacts.models import Company, Contact, Deal
-from engagements.models import Attachment, EmailEngagement
+from engagements.models import Attachment, EmailEngagement, EmailTemplate, OutgoingEmail
 from mailboxes.crypto import Secret
 from mailboxes.models import Mailbox
 from teams.models import Invitation, Membership
@@ -37,6 +37,20 @@ def _mailbox(team):
     )  # fmt: skip
 
 
+def _failed_send(team):
+    engagement = EmailEngagementFactory(thread__team=team, status="failed")
+    mailbox = _mailbox(team)
+    OutgoingEmail.objects.create(
+        team=team, engagement=engagement, mailbox=mailbox, raw=b"x",
+        sender=mailbox.email_address, recipients=["ada@example.com"],
+    )  # fmt: skip
+    return engagement
+
+
+def _template(team):
+    return EmailTemplate.objects.create(team=team, name="Intro", subject="Hi", body="Hello")
+
+
 def _deleted_engagement(team):
     return EmailEngagementFactory(thread__team=team, deleted_at="2026-01-01T00:00:00Z")
 
@@ -63,6 +77,13 @@ URLS_WITH_IDS = {
     "mailboxes:mailbox_status": ("get", _mailbox, Mailbox),
     "mailboxes:mailbox_sync": ("post", _mailbox, Mailbox),
     "mailboxes:mailbox_delete": ("post", _mailbox, Mailbox),
+    "engagements:compose_contact": ("get", lambda t: ContactFactory(team=t), Contact),
+    "engagements:compose_company": ("get", lambda t: CompanyFactory(team=t), Company),
+    "engagements:compose_deal": ("get", lambda t: DealFactory(team=t), Deal),
+    "engagements:engagement_retry": ("post", _failed_send, EmailEngagement),
+    "engagements:template_update": ("post", _template, EmailTemplate),
+    "engagements:template_delete": ("post", _template, EmailTemplate),
+    "mailboxes:mailbox_identity": ("post", _mailbox, Mailbox),
     "teams:invitation_revoke": (
         "post",
         lambda t: Invitation.objects.create(team=t, email="x@example.com"),
