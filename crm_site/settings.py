@@ -243,7 +243,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django_q": {"level": env_str("LOG_LEVEL_TASKS", "WARNING")}},
+    "loggers": {
+        "django_q": {"level": env_str("LOG_LEVEL_TASKS", "WARNING")},
+        # aiosmtpd (run_inbound_smtp) logs every SMTP command at INFO.
+        "mail.log": {"level": "WARNING"},
+    },
 }
 
 # Mail servers (SPEC S2): extra CA certificates to trust (a PEM file, for company servers

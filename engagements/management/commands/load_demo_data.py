@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from contacts.models import Company, Contact, ContactEmail, Deal
-from engagements.models import Attachment, EmailEngagement
+from engagements.models import Attachment, EmailEngagement, EmailTemplate
 from engagements.services import Address, EmailData, log_email
 from teams.models import Membership
 from teams.services import create_team
@@ -30,6 +30,23 @@ CONTACTS = [
     ("Grace", "Hopper", "grace@brightwater.example", "Head of Operations", 1),
     ("Élodie", "Marchand", "elodie@cafe-lumiere.example", "Gérante", 2),
     ("Tim", "Okafor", "tim.okafor@brightwater.example", "Procurement", 1),
+]
+
+
+TEMPLATES = [
+    (
+        "First contact",
+        "{company|Your team} and Threadline",
+        "Hi {first_name|there},\n\nI'd love to show you how {company|your team} could keep every "
+        "customer conversation in one place. Would a 20-minute call next week work?\n\n"
+        "Best,\n{sender_name}\n{signature}",
+    ),
+    (
+        "Follow-up after a demo",
+        "Thanks for your time, {first_name|there}",
+        "Hi {first_name|there},\n\nThank you for the demo today. As promised, here is a summary "
+        "and the next steps for {deal|our proposal}.\n\n{sender_name}\n{signature}",
+    ),
 ]
 
 
@@ -104,6 +121,10 @@ class Command(BaseCommand):
             owner=user,
         ).contacts.set([contacts[2], contacts[4]])
         self._threads(user, team, contacts, companies, deal)
+        EmailTemplate.objects.bulk_create(
+            EmailTemplate(team=team, created_by=user, name=name, subject=subject, body=body)
+            for name, subject, body in TEMPLATES
+        )
 
     def _threads(self, user, team, contacts, companies, deal) -> None:  # type: ignore[no-untyped-def]
         now = timezone.now()
