@@ -51,6 +51,11 @@ class ComposeForm(forms.Form):
     bcc = forms.CharField(label="Bcc", required=False, help_text="Hidden from the others.")
     subject = forms.CharField(max_length=998)
     body = forms.CharField(widget=forms.Textarea(attrs={"rows": 12}))
+    formatting = forms.BooleanField(
+        label="Simple formatting",
+        required=False,
+        help_text="**bold**, *italic*, [text](https://link), lines starting with - as a list.",
+    )
     attachments = MultipleFileField(required=False)
 
     def __init__(self, *args: Any, contact_choices: list[tuple[str, str]], **kwargs: Any) -> None:

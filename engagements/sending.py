@@ -57,6 +57,7 @@ class Draft:
     to: Sequence[Address]
     subject: str
     body: str
+    html: str = ""  # an HTML alternative of `body` (simple formatting), or none
     cc: Sequence[Address] = ()
     bcc: Sequence[Address] = ()
     attachments: Sequence[ParsedAttachment] = ()
@@ -111,7 +112,8 @@ def build_message(
     references: Sequence[str] = (),
 ) -> EmailMessage:
     """The MIME message (stdlib `email`, SMTP policy): UTF-8 headers and body encoded as
-    needed, multipart when it has attachments. Bcc is never a header: only the envelope."""
+    needed, multipart when it has HTML or attachments. Bcc is never a header: only the
+    envelope."""
     message = EmailMessage(policy=policy.SMTP)
     message["From"] = _header_address(sender)
     message["To"] = [_header_address(a) for a in draft.to]
@@ -125,6 +127,8 @@ def build_message(
     if references:
         message["References"] = " ".join(f"<{r}>" for r in references)
     message.set_content(draft.body)
+    if draft.html:
+        message.add_alternative(draft.html, subtype="html")
     for attachment in draft.attachments:
         content_type = attachment.content_type or (
             mimetypes.guess_type(attachment.filename)[0] or "application/octet-stream"
@@ -200,6 +204,7 @@ def queue_email(
                 to=tuple(draft.to),
                 cc=tuple(draft.cc),
                 body_text=draft.body,
+                body_html=draft.html,
                 in_reply_to=in_reply_to,
                 references=tuple(references),
             ),

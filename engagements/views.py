@@ -14,7 +14,7 @@ from crm_site.tenancy import get_for_team_or_404, team_member_required
 from mailboxes.models import Mailbox
 from teams.models import Team
 
-from . import templating
+from . import richtext, templating
 from .forms import ComposeForm, EmailTemplateForm
 from .models import Attachment, EmailEngagement, EmailTemplate
 from .sending import (
@@ -243,6 +243,7 @@ def compose(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
             bcc=[Address(a) for a in data["bcc"]],
             subject=data["subject"],
             body=data["body"],
+            html=richtext.to_html(data["body"]) if data["formatting"] else "",
             attachments=data["attachments"],
             reply_to=reply_to,
             contacts=list(on_contacts.values()),

@@ -102,6 +102,17 @@ def test_reply_is_prefilled_and_stays_in_the_thread(client_for, owner, ada, conn
     assert reply.thread_id == incoming.thread_id
 
 
+def test_simple_formatting_from_the_page(client_for, owner, ada, connected):
+    client_for(owner).post(
+        reverse("engagements:compose_contact", args=[ada.pk]),
+        {"to_contacts": ["ada@example.com"], "subject": "Hi", "body": "**Hello**",
+         "formatting": "on"},
+    )  # fmt: skip
+
+    engagement = EmailEngagement.objects.get(subject="Hi")
+    assert engagement.body_html == "<p><strong>Hello</strong></p>"
+
+
 def test_compose_needs_a_recipient(client_for, owner, ada, connected):
     response = client_for(owner).post(
         reverse("engagements:compose_contact", args=[ada.pk]),

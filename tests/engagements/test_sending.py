@@ -218,3 +218,21 @@ def test_end_to_end_send_then_the_reply_is_logged_in_the_same_thread(
     assert answer.direction == "in"
     assert list(answer.contacts.all()) == [ada]
     assert answer.body_text.strip() == "Sounds good."
+
+
+def test_simple_formatting_is_sent_as_an_html_alternative(connected, owner, team, smtp_server):
+    engagement = send(
+        connected, owner, team, body="Hello **Ada**", html="<p>Hello <strong>Ada</strong></p>",
+        attachments=[ParsedAttachment("a.txt", "text/plain", b"attached")],
+    )  # fmt: skip
+
+    message = message_from_bytes(received_copies(smtp_server, engagement.message_id)[0].data,
+                                 policy=policy.default)  # fmt: skip
+    assert message.get_content_type() == "multipart/mixed"
+    assert [p.get_content_type() for p in message.walk()] == [
+        "multipart/mixed", "multipart/alternative", "text/plain", "text/html", "text/plain",
+    ]  # fmt: skip
+    assert message.get_body(("html",)).get_content().strip() == "<p>Hello <strong>Ada</strong></p>"
+    assert message.get_body(("plain",)).get_content().strip() == "Hello **Ada**"
+    engagement.refresh_from_db()
+    assert engagement.body_html == "<p>Hello <strong>Ada</strong></p>"
