@@ -126,6 +126,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "mailboxes.context_processors.disconnected_mailboxes",
             ],
         },
     },
@@ -262,3 +263,7 @@ CRM_SYNC_INTERVAL_MINUTES = env_int("CRM_SYNC_INTERVAL_MINUTES", 5)
 # teams' logging addresses (L4), which `run_inbound_smtp` receives.
 CRM_MAIL_DOMAIN = env_str("CRM_MAIL_DOMAIN", "threadline.localhost")
 CRM_INBOUND_MAX_MB = env_int("CRM_INBOUND_MAX_MB", 50)
+# A mailbox whose server keeps failing is retried with backoff, then disconnected (SPEC D1).
+CRM_DISCONNECT_AFTER_HOURS = env_int("CRM_DISCONNECT_AFTER_HOURS", 24)
+# The site's address, for links in notification emails sent by background tasks.
+CRM_SITE_URL = env_str("CRM_SITE_URL", "http://127.0.0.1:8000").rstrip("/")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
@@ -16,6 +18,12 @@ class MailboxQuerySet(TeamScopedQuerySet):
     def connected(self) -> MailboxQuerySet:
         return self.filter(state=Mailbox.State.CONNECTED)
 
+    def due(self, now: datetime) -> MailboxQuerySet:
+        """Connected mailboxes not waiting for a retry (backoff after failures)."""
+        return self.connected().filter(
+            models.Q(retry_at__isnull=True) | models.Q(retry_at__lte=now)
+        )
+
 
 class Mailbox(models.Model):
     """A mailbox a user connected; provider details live behind `mailboxes.providers`."""
@@ -28,6 +36,15 @@ class Mailbox(models.Model):
     class State(models.TextChoices):
         CONNECTED = "connected", "Connected"
         DISCONNECTED = "disconnected", "Disconnected"
+
+    class Cause(models.TextChoices):
+        # Values are the providers' ProviderError.cause.
+        AUTH_FAILED = "auth_failed", "The mail server refused the password (it may have changed)"
+        ACCESS_REVOKED = "access_revoked", "Access to the mailbox was revoked"
+        MAILBOX_MOVED = "mailbox_moved", "The mailbox was moved to another server"
+        SERVER_UNAVAILABLE = "server_unavailable", "The mail server could not be reached"
+        TLS_FAILED = "tls_failed", "The mail server's certificate could not be trusted"
+        OTHER = "error", "The mail server kept failing"
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE)
     owner = models.ForeignKey(
@@ -46,6 +63,14 @@ class Mailbox(models.Model):
     state = models.CharField(max_length=20, choices=State.choices, default=State.CONNECTED)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+    # Disconnection (SPEC D1, D2): why, since when, and whether the owner was told (once).
+    disconnect_cause = models.CharField(max_length=30, choices=Cause.choices, blank=True)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    # Retries of a failing server: consecutive failures, the first of them, the next try.
+    failures = models.PositiveIntegerField(default=0)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True)
     is_syncing = models.BooleanField(default=False)
     last_synced_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -65,6 +90,18 @@ class Mailbox(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("mailboxes:mailbox_detail", args=[self.pk])
+
+    @property
+    def fix(self) -> str:
+        """What the owner should do about the disconnection, in plain words."""
+        if self.disconnect_cause == self.Cause.AUTH_FAILED:
+            return (
+                "Reconnect it with your new password (or an app password, if your provider "
+                "uses them)."
+            )
+        if self.disconnect_cause in (self.Cause.ACCESS_REVOKED, self.Cause.MAILBOX_MOVED):
+            return "Reconnect it and grant Threadline access again."
+        return "Check the server settings with your IT team, then reconnect it."
 
     @property
     def progress(self) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from crm_site.emails import send_templated_email
 from teams.models import RetentionPolicy, Team
 
 from . import readahead
@@ -87,6 +88,11 @@ def connect_mailbox(
         mailbox.credentials = Secret(credentials)
         mailbox.state = Mailbox.State.CONNECTED
         mailbox.last_error = ""
+        # Reconnected: a fresh start for retries and for the next disconnection notice.
+        mailbox.disconnect_cause = ""
+        mailbox.disconnected_at = mailbox.notified_at = None
+        mailbox.failures = 0
+        mailbox.failing_since = mailbox.retry_at = None
         mailbox.save()
         wanted = {found.inbox: Folder.Role.INBOX}
         if found.sent_folder:
@@ -153,17 +159,83 @@ def sync_mailbox(
     except ProviderError as exc:
         result.error = exc.message
         logger.warning("sync of mailbox %s failed: %s", mailbox.pk, exc.cause)
-        Mailbox.objects.filter(pk=mailbox.pk).update(
-            is_syncing=False, last_error=exc.message, last_error_at=timezone.now()
-        )
+        record_failure(mailbox, exc)
         return result
     except BaseException:
         Mailbox.objects.filter(pk=mailbox.pk).update(is_syncing=False)
         raise
     Mailbox.objects.filter(pk=mailbox.pk).update(
-        is_syncing=False, last_synced_at=timezone.now(), last_error=""
+        is_syncing=False,
+        last_synced_at=timezone.now(),
+        last_error="",
+        failures=0,
+        failing_since=None,
+        retry_at=None,
     )
     return result
+
+
+# The longest wait between retries of a failing server.
+MAX_RETRY_DELAY = timedelta(hours=4)
+
+
+def retry_delay(failures: int) -> timedelta:
+    """Exponential backoff from the sync interval: 5, 10, 20 min ... up to 4 hours."""
+    base = timedelta(minutes=settings.CRM_SYNC_INTERVAL_MINUTES)
+    return min(base * 2 ** min(failures - 1, 16), MAX_RETRY_DELAY)
+
+
+def record_failure(mailbox: Mailbox, exc: ProviderError) -> None:
+    """Note a failed sync or send (SPEC D1): an authentication failure or revoked access
+    disconnects at once; anything else is retried with backoff and disconnects once the
+    server has kept failing for CRM_DISCONNECT_AFTER_HOURS. The owner is told once."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
+        locked.is_syncing = False
+        locked.last_error = exc.message
+        locked.last_error_at = now
+        locked.failures += 1
+        locked.failing_since = locked.failing_since or now
+        giving_up = now - locked.failing_since >= timedelta(
+            hours=settings.CRM_DISCONNECT_AFTER_HOURS
+        )
+        if locked.state == Mailbox.State.CONNECTED and (exc.disconnects or giving_up):
+            locked.state = Mailbox.State.DISCONNECTED
+            causes = set(Mailbox.Cause.values)
+            locked.disconnect_cause = exc.cause if exc.cause in causes else Mailbox.Cause.OTHER
+            locked.disconnected_at = now
+            locked.retry_at = None
+            logger.warning("mailbox %s disconnected: %s", locked.pk, locked.disconnect_cause)
+        else:
+            locked.retry_at = now + retry_delay(locked.failures)
+        locked.save()
+        if locked.state == Mailbox.State.DISCONNECTED and locked.notified_at is None:
+            transaction.on_commit(lambda: notify_disconnected(locked.pk))
+    mailbox.refresh_from_db()
+
+
+def notify_disconnected(mailbox_id: int) -> None:
+    """Email the owner that the mailbox is disconnected, once per disconnection (SPEC D2)."""
+    with transaction.atomic():
+        mailbox = (
+            Mailbox.objects.select_for_update()
+            .select_related("owner")
+            .filter(pk=mailbox_id, state=Mailbox.State.DISCONNECTED, notified_at__isnull=True)
+            .first()
+        )
+        if mailbox is None or not mailbox.owner.email:
+            return
+        mailbox.notified_at = timezone.now()
+        mailbox.save(update_fields=["notified_at"])
+        send_templated_email(
+            "mailbox_disconnected",
+            [mailbox.owner.email],
+            {
+                "mailbox": mailbox,
+                "link": f"{settings.CRM_SITE_URL}{mailbox.get_absolute_url()}",
+            },
+        )
 
 
 def _batches(
@@ -393,6 +465,10 @@ def send_message(
             provider.send(raw, sender, recipients)
         except PartlySent as exc:
             notes.append(exc.message)
+        except ProviderError as exc:
+            if exc.disconnects:
+                record_failure(mailbox, exc)  # a changed password shows on sending too
+            raise
         if sent_folder is None:
             notes.append("Your mailbox has no sent folder, so no copy was filed.")
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_q.tasks import async_task
 
@@ -23,8 +24,9 @@ def sync_mailbox_task(mailbox_id: int) -> str:
 
 
 def sync_all_mailboxes_task() -> str:
-    """Queue a sync of every connected mailbox (the schedule's entry point)."""
-    ids = list(Mailbox.objects.connected().values_list("pk", flat=True))
+    """Queue a sync of every connected mailbox not waiting for a retry (the schedule's entry
+    point)."""
+    ids = list(Mailbox.objects.due(timezone.now()).values_list("pk", flat=True))
     for mailbox_id in ids:
         async_task("mailboxes.tasks.sync_mailbox_task", mailbox_id, group="sync")
     return f"queued {len(ids)} mailbox sync(s)"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -34,7 +35,15 @@ def mailbox_list(request: HttpRequest) -> HttpResponse:
 
 @team_member_required
 def mailbox_connect(request: HttpRequest) -> HttpResponse:
-    form = ImapConnectForm(request.POST or None, initial={"email_address": request.user.email})
+    """Connect a mailbox; ?reconnect=<id> fills in one of the user's own, but its password."""
+    initial = {"email_address": request.user.email}
+    reconnect = request.GET.get("reconnect")
+    if reconnect:
+        mailbox = get_for_team_or_404(
+            Mailbox.objects.filter(owner=request.user), request.team, pk=reconnect
+        )
+        initial = {"email_address": mailbox.email_address, **mailbox.settings}
+    form = ImapConnectForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             mailbox = connect_mailbox(
@@ -64,7 +73,13 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     mailbox = _mailbox(request, pk)
     identity = SenderIdentityForm(instance=mailbox) if mailbox.owner_id == request.user.pk else None
     return render(
-        request, "mailboxes/mailbox_detail.html", {"mailbox": mailbox, "identity": identity}
+        request,
+        "mailboxes/mailbox_detail.html",
+        {
+            "mailbox": mailbox,
+            "identity": identity,
+            "disconnect_after_hours": settings.CRM_DISCONNECT_AFTER_HOURS,
+        },
     )
 
 

@@ -113,6 +113,9 @@ class ProviderError(Exception):
 
     permanent = False
     cause = "error"
+    # The mailbox cannot work until its owner acts (new password, new consent): disconnect
+    # at once (SPEC D1). Other failures are retried with backoff.
+    disconnects = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -121,16 +124,19 @@ class ProviderError(Exception):
 
 class AuthFailed(ProviderError):
     permanent = True
+    disconnects = True
     cause = "auth_failed"
 
 
 class AccessRevoked(ProviderError):
     permanent = True
+    disconnects = True
     cause = "access_revoked"
 
 
 class MailboxMoved(ProviderError):
     permanent = True
+    disconnects = True
     cause = "mailbox_moved"
 
 
