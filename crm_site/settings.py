@@ -259,6 +259,8 @@ CRM_ALLOW_PLAINTEXT_LOOPBACK = env_bool("CRM_ALLOW_PLAINTEXT_LOOPBACK", False)
 # What runs on each synced batch: the engagements app's matcher (mailboxes does not import it).
 CRM_SYNC_MATCHER = env_str("CRM_SYNC_MATCHER", "engagements.matching.log_matches")
 CRM_SYNC_INTERVAL_MINUTES = env_int("CRM_SYNC_INTERVAL_MINUTES", 5)
+# The retention purge (SPEC R2-R4): daily by default.
+CRM_PURGE_INTERVAL_MINUTES = env_int("CRM_PURGE_INTERVAL_MINUTES", 24 * 60)
 # Our own mail domain: the right-hand side of the Message-IDs we create (SPEC U) and of the
 # teams' logging addresses (L4), which `run_inbound_smtp` receives.
 CRM_MAIL_DOMAIN = env_str("CRM_MAIL_DOMAIN", "threadline.localhost")

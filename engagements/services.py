@@ -208,14 +208,18 @@ def _link_records(items: Sequence[LogItem], engagements: Sequence[EmailEngagemen
 
 def delete_engagement(*, engagement: EmailEngagement, actor: AbstractBaseUser) -> None:
     """Hide an engagement at once; the purge erases it after the retention period (R2)."""
-    if engagement.deleted_at is None:
-        engagement.deleted_at = timezone.now()
-        engagement.deleted_by = actor
-        engagement.save(update_fields=["deleted_at", "deleted_by"])
+    now = timezone.now()
+    if EmailEngagement.objects.filter(pk=engagement.pk, deleted_at__isnull=True).update(
+        deleted_at=now, deleted_by=actor
+    ):
+        engagement.deleted_at, engagement.deleted_by = now, actor
 
 
-def restore_engagement(*, engagement: EmailEngagement) -> None:
-    """Bring a deleted engagement back onto its timelines."""
-    engagement.deleted_at = None
-    engagement.deleted_by = None
-    engagement.save(update_fields=["deleted_at", "deleted_by"])
+def restore_engagement(*, engagement: EmailEngagement) -> bool:
+    """Bring a deleted engagement back onto its timelines. False if the purge erased it
+    meanwhile (an UPDATE, never a save(): that would insert a half engagement again)."""
+    restored = EmailEngagement.objects.filter(pk=engagement.pk, deleted_at__isnull=False).update(
+        deleted_at=None, deleted_by=None
+    )
+    engagement.deleted_at = engagement.deleted_by = None
+    return bool(restored)

@@ -15,6 +15,7 @@ urlpatterns = [
     path("contacts/<int:pk>/email/", views.compose, {"kind": "contact"}, name="compose_contact"),
     path("companies/<int:pk>/email/", views.compose, {"kind": "company"}, name="compose_company"),
     path("deals/<int:pk>/email/", views.compose, {"kind": "deal"}, name="compose_deal"),
+    path("emails/deleted/", views.recently_deleted, name="recently_deleted"),
     path("emails/<int:pk>/retry/", views.engagement_retry, name="engagement_retry"),
     path("email-templates/", views.template_list, name="template_list"),
     path("email-templates/new/", views.template_edit, name="template_create"),

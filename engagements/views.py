@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.db import models
 from django.db.models.functions import Lower
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
@@ -418,3 +421,21 @@ def send_template_view(request: HttpRequest) -> HttpResponse:
             "mailbox": mailbox,
         },
     )
+
+
+@team_member_required
+def recently_deleted(request: HttpRequest) -> HttpResponse:
+    """The team's deleted email, restorable until the purge erases it (SPEC R2)."""
+    team = request.team
+    days = team.retention.deleted_engagement_days
+    deleted = (
+        EmailEngagement.objects.for_team(team)
+        .deleted()
+        .select_related("deleted_by")
+        .prefetch_related("contacts", "companies", "deals")
+        .order_by("-deleted_at", "-pk")
+    )
+    page = Paginator(deleted, 50).get_page(request.GET.get("page"))
+    for engagement in page.object_list:
+        engagement.erased_on = engagement.deleted_at + timedelta(days=days)
+    return render(request, "engagements/recently_deleted.html", {"page": page, "days": days})

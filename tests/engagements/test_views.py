@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 import pytest
 from django.core.files.base import ContentFile
 from django.urls import reverse
@@ -75,4 +77,24 @@ def test_delete_get_does_not_mutate(client_for, owner, team):
     response = client_for(owner).get(reverse("engagements:engagement_delete", args=[engagement.pk]))
 
     assert response.status_code == 405
+    assert EmailEngagement.objects.visible().filter(pk=engagement.pk).exists()
+
+
+def test_recently_deleted_page_lists_restores_and_says_when_it_goes(client_for, owner, team):
+    contact = ContactFactory(team=team)
+    engagement = EmailEngagementFactory(thread__team=team, subject="Old quote")
+    engagement.contacts.add(contact)
+    client = client_for(owner)
+    client.post(reverse("engagements:engagement_delete", args=[engagement.pk]))
+    engagement.refresh_from_db()
+
+    page = client.get(reverse("engagements:recently_deleted")).content.decode()
+
+    erased_on = engagement.deleted_at + timedelta(days=90)
+    assert "Old quote" in page and f"{erased_on:%-d %b %Y}" in page
+    assert str(contact) in page
+    client.post(reverse("engagements:engagement_restore", args=[engagement.pk]))
+    assert (
+        "No deleted email" in client.get(reverse("engagements:recently_deleted")).content.decode()
+    )
     assert EmailEngagement.objects.visible().filter(pk=engagement.pk).exists()

@@ -42,9 +42,11 @@ def test_setup_schedules_is_idempotent(settings):
     call_command("setup_schedules", stdout=StringIO())
     call_command("setup_schedules", stdout=StringIO())
 
-    schedule = Schedule.objects.get(name="sync-mailboxes")
-    assert Schedule.objects.count() == 1
-    assert (schedule.func, schedule.minutes) == ("mailboxes.tasks.sync_all_mailboxes_task", 3)
+    schedules = {s.name: (s.func, s.minutes) for s in Schedule.objects.all()}
+    assert schedules == {
+        "sync-mailboxes": ("mailboxes.tasks.sync_all_mailboxes_task", 3),
+        "retention-purge": ("engagements.tasks.purge_task", 24 * 60),
+    }
 
 
 def test_scheduled_task_syncs_every_connected_mailbox(connected, tracked, account):

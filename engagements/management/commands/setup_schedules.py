@@ -5,6 +5,7 @@ from django_q.models import Schedule
 SCHEDULES = {
     # name: (function, minutes between runs)
     "sync-mailboxes": ("mailboxes.tasks.sync_all_mailboxes_task", "CRM_SYNC_INTERVAL_MINUTES"),
+    "retention-purge": ("engagements.tasks.purge_task", "CRM_PURGE_INTERVAL_MINUTES"),
 }
 
 
