@@ -86,9 +86,13 @@ def _erase_engagements(expired: models.QuerySet, ids: list[int]) -> tuple[int, i
 
 
 def _erase_rows(expired: models.QuerySet, ids: list[int]) -> tuple[int, int]:
-    # .only("pk"): the deletion loads no columns it does not need.
-    deleted = expired.filter(pk__in=ids).only("pk").delete()[1]
-    return deleted.get(expired.model._meta.label, 0), 0
+    """Metadata or cached bodies: one DELETE per table, no rows loaded. (QuerySet.delete()
+    would first load every metadata row, because bodies cascade from it; `_raw_delete` is
+    the single statement Django's own fast delete runs. Nothing here has signals or files.)"""
+    batch = expired.filter(pk__in=ids)
+    if expired.model is MessageMeta:
+        MessageBody.objects.filter(meta__in=batch)._raw_delete(batch.db)
+    return batch._raw_delete(batch.db), 0
 
 
 def _attachment_files(expired: models.QuerySet) -> int:

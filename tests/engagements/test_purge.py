@@ -153,7 +153,7 @@ def test_dry_run_prints_a_table_and_erases_nothing(team):
     assert lines["R2"][-2:] == ["1", "1"]
     assert lines["R3"][-2:] == ["1", "-"]
     assert lines["R4"][-2:] == ["1", "-"]
-    assert lines["R1"][-2:] == ["0", "-"]
+    assert lines["R1"][-2:] == ["none", "-"]
     assert EmailEngagement.objects.count() == 1 and MessageMeta.objects.count() == 1
 
 
