@@ -94,6 +94,8 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "allauth",
     "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.google",
     "django_q",
     "teams",
     "contacts",
@@ -168,6 +170,36 @@ ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "optional")
 ACCOUNT_ADAPTER = "teams.adapters.TeamAccountAdapter"
 ACCOUNT_LOGOUT_ON_GET = False
+# Gmail and Microsoft 365 mailboxes connect over OAuth through allauth's providers
+# (mailboxes/oauth.py). The tokens go to the mailbox, encrypted (SPEC S1): allauth keeps none.
+GOOGLE_CLIENT_ID = env_str("GOOGLE_CLIENT_ID", "")
+GOOGLE_CLIENT_SECRET = env_str("GOOGLE_CLIENT_SECRET", "")
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_ADAPTER = "mailboxes.oauth.MailboxSocialAccountAdapter"
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_PROVIDERS = {
+    "google": {
+        "APP": {"client_id": GOOGLE_CLIENT_ID, "secret": GOOGLE_CLIENT_SECRET},
+        # Read and send mail, nothing else of the account; offline: a refresh token.
+        "SCOPE": [
+            "openid",
+            "email",
+            "https://www.googleapis.com/auth/gmail.readonly",
+            "https://www.googleapis.com/auth/gmail.send",
+        ],
+        "AUTH_PARAMS": {"access_type": "offline", "prompt": "consent"},
+        "OAUTH_PKCE_ENABLED": True,
+    },
+}
+# What the providers need besides the tokens (client app, endpoints: Google's by default).
+CRM_OAUTH = {
+    "gmail": {
+        "client_id": GOOGLE_CLIENT_ID,
+        "client_secret": GOOGLE_CLIENT_SECRET,
+        "token_uri": env_str("GOOGLE_TOKEN_URI", "https://oauth2.googleapis.com/token"),
+        "api_root": env_str("GMAIL_API_ROOT", "https://gmail.googleapis.com/"),
+    },
+}
 LOGIN_REDIRECT_URL = "home"
 LOGIN_URL = "account_login"
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
+from typing import Any
 
 from .providers import get_provider
 from .providers.base import Batch, ProviderConfig, ProviderError, ServerUnavailable
@@ -40,10 +41,14 @@ def _read(
     out: multiprocessing.Queue,
 ) -> None:
     """The child: read batches from `cursor` until the folder is done, or the first error."""
+    provider = get_provider(kind, config)
     try:
-        with get_provider(kind, config) as provider:
+        with provider:
             while True:
                 batch = provider.changes(folder, cursor, limit, since)
+                updated = provider.updated_credentials()
+                if updated:  # refreshed tokens: the parent saves them (this child has no ORM)
+                    out.put(("credentials", updated))
                 out.put(("batch", batch))
                 if batch.done:
                     return
@@ -55,7 +60,13 @@ def _read(
 
 
 def read_batches(
-    kind: str, config: ProviderConfig, folder: str, cursor: str, limit: int, since: date
+    kind: str,
+    config: ProviderConfig,
+    folder: str,
+    cursor: str,
+    limit: int,
+    since: date,
+    on_credentials: Callable[[dict[str, Any]], None] | None = None,
 ) -> Iterator[Batch]:
     """The folder's batches from `cursor` on, read ahead by a child process.
 
@@ -86,6 +97,10 @@ def read_batches(
                     ) from None
             if what == "error":
                 raise value
+            if what == "credentials":
+                if on_credentials:
+                    on_credentials(value)
+                continue
             yield value
             if value.done:
                 return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from .providers.base import (
     PartlySent,
     ProviderConfig,
     ProviderError,
+    Throttled,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,11 +42,13 @@ class ConnectError(Exception):
 
 
 def provider_config(mailbox: Mailbox) -> ProviderConfig:
-    return _config(mailbox.email_address, mailbox.settings, mailbox.credentials.reveal())
+    return _config(
+        mailbox.kind, mailbox.email_address, mailbox.settings, mailbox.credentials.reveal()
+    )
 
 
 def _config(
-    email_address: str, provider_settings: dict[str, Any], secret: dict[str, Any]
+    kind: str, email_address: str, provider_settings: dict[str, Any], secret: dict[str, Any]
 ) -> ProviderConfig:
     return ProviderConfig(
         email_address=email_address,
@@ -54,7 +57,27 @@ def _config(
         ca_file=settings.CRM_MAIL_CA_FILE,
         allow_plaintext_loopback=settings.CRM_ALLOW_PLAINTEXT_LOOPBACK,
         timeout=settings.CRM_MAIL_TIMEOUT,
+        oauth=settings.CRM_OAUTH.get(kind, {}),
     )
+
+
+def save_credentials(mailbox: Mailbox, updated: dict[str, Any] | None) -> None:
+    """Keep refreshed OAuth tokens (encrypted, SPEC S1); Microsoft rotates refresh tokens,
+    so the newest must always be kept."""
+    if updated:
+        mailbox.credentials = Secret({**mailbox.credentials.reveal(), **updated})
+        mailbox.save(update_fields=["credentials"])
+
+
+@contextmanager
+def open_provider(mailbox: Mailbox) -> Iterator[MailProvider]:
+    """A connected provider for the mailbox; tokens it refreshed are saved afterwards."""
+    provider = get_provider(mailbox.kind, provider_config(mailbox))
+    try:
+        with provider:
+            yield provider
+    finally:
+        save_credentials(mailbox, provider.updated_credentials())
 
 
 def connect_mailbox(
@@ -71,10 +94,11 @@ def connect_mailbox(
     Connecting the same address again replaces its settings and credentials (reconnect),
     keeping its sync checkpoints. Raises ConnectError; then nothing is saved.
     """
-    config = _config(email_address, provider_settings, credentials)
+    config = _config(kind, email_address, provider_settings, credentials)
     try:
         with get_provider(kind, config) as provider:
             found = provider.check()
+            credentials = {**credentials, **(provider.updated_credentials() or {})}
     except ProviderError as exc:
         raise ConnectError(exc.message) from None
     with transaction.atomic():
@@ -145,13 +169,10 @@ def sync_mailbox(
     policy, _ = RetentionPolicy.objects.get_or_create(team=mailbox.team)
     since = (timezone.now() - timedelta(days=policy.metadata_days)).date()
     Mailbox.objects.filter(pk=mailbox.pk).update(is_syncing=True)
-    config = provider_config(mailbox)
     try:
-        with get_provider(mailbox.kind, config) as provider:
+        with open_provider(mailbox) as provider:
             for folder in mailbox.folders.all():
-                with closing(
-                    _batches(mailbox.kind, config, provider, folder, limit, since)
-                ) as batches:
+                with closing(_batches(mailbox, provider, folder, limit, since)) as batches:
                     for read_from, batch in batches:
                         result.new_messages += _apply_batch(
                             mailbox, folder, batch, provider, on_batch, read_from
@@ -196,6 +217,12 @@ def record_failure(mailbox: Mailbox, exc: ProviderError) -> None:
         locked.last_error = exc.message
         locked.last_error_at = now
         locked.failures += 1
+        if isinstance(exc, Throttled):
+            # The service asked to slow down: wait as long as it says; never a disconnect.
+            locked.retry_at = now + timedelta(seconds=exc.retry_after)
+            locked.save()
+            mailbox.refresh_from_db()
+            return
         locked.failing_since = locked.failing_since or now
         giving_up = now - locked.failing_since >= timedelta(
             hours=settings.CRM_DISCONNECT_AFTER_HOURS
@@ -239,12 +266,7 @@ def notify_disconnected(mailbox_id: int) -> None:
 
 
 def _batches(
-    kind: str,
-    config: ProviderConfig,
-    provider: MailProvider,
-    folder: Folder,
-    limit: int,
-    since: date,
+    mailbox: Mailbox, provider: MailProvider, folder: Folder, limit: int, since: date
 ) -> Iterator[tuple[str, Batch]]:
     """A folder's batches, each with the cursor it was read from.
 
@@ -256,7 +278,10 @@ def _batches(
     batch = provider.changes(folder.name, cursor or None, limit, since)
     yield cursor, batch
     if batch.remaining > limit and readahead.can_fork():
-        rest = readahead.read_batches(kind, config, folder.name, batch.cursor, limit, since)
+        rest = readahead.read_batches(
+            mailbox.kind, provider_config(mailbox), folder.name, batch.cursor, limit, since,
+            on_credentials=lambda updated: save_credentials(mailbox, updated),
+        )  # fmt: skip
         with closing(rest):
             cursor = batch.cursor
             for batch in rest:
@@ -434,8 +459,7 @@ def replay_messages(messages: list[MessageMeta], on_batch: OnBatch) -> None:
         if mailbox.state != Mailbox.State.CONNECTED:
             continue
         try:
-            provider = get_provider(mailbox.kind, provider_config(mailbox))
-            with provider, transaction.atomic():
+            with open_provider(mailbox) as provider, transaction.atomic():
                 on_batch(
                     BatchContext(mailbox=mailbox, folder=folder, messages=items, provider=provider)
                 )
@@ -460,7 +484,7 @@ def send_message(
         )
     notes = []
     sent_folder = mailbox.folders.filter(role=Folder.Role.SENT).first()
-    with get_provider(mailbox.kind, provider_config(mailbox)) as provider:
+    with open_provider(mailbox) as provider:
         try:
             provider.send(raw, sender, recipients)
         except PartlySent as exc:

@@ -11,6 +11,7 @@ from crm_site.tenancy import get_for_team_or_404, team_member_required
 
 from .forms import PRESETS, ImapConnectForm, SenderIdentityForm
 from .models import Mailbox
+from .oauth import oauth_available
 from .services import ConnectError, connect_mailbox, delete_mailbox
 
 SYNC_TASK = "mailboxes.tasks.sync_mailbox_task"
@@ -63,9 +64,8 @@ def mailbox_connect(request: HttpRequest) -> HttpResponse:
             )
             return redirect(mailbox)
     status = 400 if form.errors else 200
-    return render(
-        request, "mailboxes/mailbox_connect.html", {"form": form, "presets": PRESETS}, status=status
-    )
+    context = {"form": form, "presets": PRESETS, "gmail_available": oauth_available("gmail")}
+    return render(request, "mailboxes/mailbox_connect.html", context, status=status)
 
 
 @team_member_required

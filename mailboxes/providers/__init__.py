@@ -9,6 +9,7 @@ from .base import MailProvider, ProviderConfig
 
 REGISTRY = {
     "imap": "mailboxes.providers.imap.ImapProvider",
+    "gmail": "mailboxes.providers.gmail.GmailProvider",
 }
 
 

@@ -21,6 +21,8 @@ class ProviderConfig:
     ca_file: str = ""  # extra trusted CA certificates (self-signed company servers)
     allow_plaintext_loopback: bool = False
     timeout: float = 30.0
+    # OAuth providers: the app's client id/secret and the service's endpoints (settings).
+    oauth: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class MessageMeta:
     size: int
     flags: tuple[str, ...]
     problems: tuple[str, ...] = ()  # why some headers could not be read
+    thread_hint: str = ""  # Gmail's threadId, Graph's conversationId: a hint, never the match
 
 
 @dataclass
@@ -99,6 +102,11 @@ class MailProvider(Protocol):
     def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
         """Send a message to `recipients` (the envelope: To, Cc and Bcc). Raises PartlySent
         when some recipients were refused and the others got it; ProviderError otherwise."""
+        ...
+
+    def updated_credentials(self) -> dict[str, Any] | None:
+        """New credentials after a token refresh, to be saved (encrypted); None if nothing
+        changed since the last call."""
         ...
 
     def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
@@ -157,7 +165,16 @@ class ServerUnavailable(ProviderError):
 
 
 class Throttled(ProviderError):
+    """The service asks to slow down: retried after `retry_after` seconds, never a disconnect."""
+
     cause = "throttled"
+
+    def __init__(self, message: str, retry_after: float = 60.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[type, tuple[str, float]]:  # crosses the read-ahead pipe
+        return (type(self), (self.message, self.retry_after))
 
 
 class BadMessage(ProviderError):

@@ -434,6 +434,9 @@ class ImapProvider:
             if data.get(b"BODY[]") is not None
         }
 
+    def updated_credentials(self) -> dict[str, Any] | None:
+        return None  # a password does not change by itself
+
     # -- sending ----------------------------------------------------------------------
     def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
         """Submit a message through the mailbox's SMTP server (bcc only in `recipients`)."""

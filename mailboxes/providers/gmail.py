@@ -1,0 +1,321 @@
+"""Gmail provider (google-api-python-client, google-auth): OAuth tokens, the Gmail API v1.
+
+Folders are the system labels INBOX and SENT. The first reading of a label lists the last N
+days (`q=newer_than:Nd`, paged) and remembers the mailbox's historyId from before it began;
+later readings ask `users.history.list` for what was added since. A historyId Gmail no longer
+keeps (404) restarts the label cleanly. Headers come in batches of `format=metadata` gets;
+whole messages (`format=raw`) only when asked (tracked threads, SPEC L3). Gmail files sent
+mail itself, so nothing is ever appended (L6).
+
+The endpoints come from `config.oauth` (`api_root`, `token_uri`): Google's by default, a local
+fake in tests. The discovery document ships with the library (no request to fetch it); its
+root URL is rewritten, which also redirects the batch endpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from datetime import UTC, date, datetime
+from email import message_from_bytes, policy
+from email.utils import getaddresses
+from typing import Any
+
+import google_auth_httplib2
+import httplib2
+from google.auth.exceptions import RefreshError, TransportError
+from google.oauth2.credentials import Credentials
+from googleapiclient.discovery import build_from_document
+from googleapiclient.discovery_cache import get_static_doc
+from googleapiclient.errors import HttpError
+from googleapiclient.http import BatchHttpRequest
+
+from ..parsing import parse_headers
+from .base import (
+    AccessRevoked,
+    Batch,
+    Capabilities,
+    FolderInfo,
+    MessageMeta,
+    ProviderConfig,
+    ProviderError,
+    ServerUnavailable,
+    Throttled,
+)
+
+SCOPES = [
+    "https://www.googleapis.com/auth/gmail.readonly",
+    "https://www.googleapis.com/auth/gmail.send",
+]
+METADATA_HEADERS = ["From", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To",
+                    "References"]  # fmt: skip
+BATCH_LIMIT = 100  # Gmail takes at most 100 calls per batch request
+LIST_PAGE = 500  # messages.list's largest page
+
+
+def _cursor(text: str | None) -> dict[str, Any]:
+    return json.loads(text) if text else {}
+
+
+class GmailProvider:
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        oauth = config.oauth
+        self._api_root = oauth.get("api_root", "https://gmail.googleapis.com/").rstrip("/") + "/"
+        credentials = config.credentials
+        expires_at = credentials.get("expires_at")
+        self._credentials = Credentials(
+            token=credentials.get("access_token"),
+            refresh_token=credentials.get("refresh_token"),
+            token_uri=oauth.get("token_uri", "https://oauth2.googleapis.com/token"),
+            client_id=oauth.get("client_id"),
+            client_secret=oauth.get("client_secret"),
+            scopes=SCOPES,
+            # google-auth compares naive UTC datetimes
+            expiry=datetime.fromisoformat(expires_at).astimezone(UTC).replace(tzinfo=None)
+            if expires_at
+            else None,
+        )
+        self._token_at_start = self._credentials.token
+        self._service: Any = None
+        self.requests = 0  # HTTP requests made (the benchmark reports them)
+
+    def __enter__(self) -> GmailProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._service = None
+
+    @property
+    def service(self) -> Any:
+        if self._service is None:
+            document = json.loads(get_static_doc("gmail", "v1"))
+            document["rootUrl"] = document["baseUrl"] = self._api_root
+            document.pop("mtlsRootUrl", None)
+            http = google_auth_httplib2.AuthorizedHttp(
+                self._credentials, http=httplib2.Http(timeout=self.config.timeout)
+            )
+            self._service = build_from_document(document, http=http)
+        return self._service
+
+    def _execute(self, request: Any) -> Any:
+        self.requests += 1
+        try:
+            if isinstance(request, BatchHttpRequest):
+                return request.execute()
+            return request.execute(num_retries=0)
+        except (HttpError, RefreshError, TransportError, OSError, httplib2.HttpLib2Error) as exc:
+            raise _error(exc) from None
+
+    # -- connect ----------------------------------------------------------------------
+    def check(self) -> Capabilities:
+        users = self.service.users()
+        self._execute(users.getProfile(userId="me"))
+        labels = self._execute(users.labels().list(userId="me")).get("labels", [])
+        return Capabilities(
+            server=("gmail",),
+            folders=tuple(
+                FolderInfo(name=label["id"], attributes=(label.get("type", ""),))
+                for label in labels
+            ),  # fmt: skip
+            inbox="INBOX",
+            sent_folder="SENT",
+        )
+
+    def check_smtp(self) -> None:
+        """Sending goes through the same API and token: nothing more to check."""
+
+    def updated_credentials(self) -> dict[str, Any] | None:
+        if self._credentials.token == self._token_at_start:
+            return None
+        self._token_at_start = self._credentials.token  # reported: the next call says None
+        expiry = self._credentials.expiry
+        return {
+            "access_token": self._credentials.token,
+            "refresh_token": self._credentials.refresh_token,
+            "expires_at": expiry.replace(tzinfo=UTC).isoformat() if expiry else None,
+        }
+
+    # -- sync -------------------------------------------------------------------------
+    def changes(self, folder: str, cursor: str | None, limit: int, since: date) -> Batch:
+        state = _cursor(cursor)
+        if "history_id" in state:
+            return self._history(folder, state, limit)
+        return self._listing(folder, state, limit, since, reset=False)
+
+    def _listing(self, folder: str, state: dict[str, Any], limit: int, since: date,
+                 reset: bool) -> Batch:  # fmt: skip
+        """The first reading of a label: list the last N days, page after page."""
+        users = self.service.users()
+        if "start" not in state:
+            # Changes after this point are caught by the history that follows the listing.
+            state["start"] = int(self._execute(users.getProfile(userId="me"))["historyId"])
+        days = max((datetime.now(UTC).date() - since).days, 1)
+        listing = self._execute(
+            users.messages().list(
+                userId="me", labelIds=[folder], q=f"newer_than:{days}d",
+                maxResults=min(limit, LIST_PAGE), pageToken=state.get("page"),
+            )
+        )  # fmt: skip
+        ids = [m["id"] for m in listing.get("messages", [])]
+        state["seen"] = state.get("seen", 0) + len(ids)
+        if listing.get("nextPageToken"):
+            state["page"] = listing["nextPageToken"]
+            next_cursor, done = state, False
+            remaining = max(int(listing.get("resultSizeEstimate", 0)) - state["seen"], 0)
+        else:
+            next_cursor, done, remaining = {"history_id": state["start"]}, True, 0
+        return Batch(
+            messages=self._metadata(folder, ids), cursor=json.dumps(next_cursor), done=done,
+            remaining=remaining, reset=reset,
+        )  # fmt: skip
+
+    def _history(self, folder: str, state: dict[str, Any], limit: int) -> Batch:
+        users = self.service.users()
+        ids: list[str] = []
+        page = None
+        newest = state["history_id"]
+        try:
+            while True:
+                answer = self._execute(
+                    users.history().list(
+                        userId="me", startHistoryId=str(state["history_id"]), labelId=folder,
+                        historyTypes=["messageAdded"], pageToken=page,
+                        maxResults=min(limit, LIST_PAGE),
+                    )
+                )  # fmt: skip
+                for record in answer.get("history", []):
+                    for added in record.get("messagesAdded", []):
+                        message = added["message"]
+                        if folder in message.get("labelIds", [folder]) and message["id"] not in ids:
+                            ids.append(message["id"])
+                newest = int(answer.get("historyId", newest))
+                page = answer.get("nextPageToken")
+                if not page:
+                    break
+        except HistoryExpired:
+            # Gmail no longer has history that old: read the label again from the start.
+            return Batch(messages=[], cursor=json.dumps({}), done=False, reset=True)
+        return Batch(
+            messages=self._metadata(folder, ids), cursor=json.dumps({"history_id": newest}),
+            done=True,
+        )  # fmt: skip
+
+    def _batch_get(self, ids: list[str], **params: Any) -> dict[str, dict[str, Any]]:
+        """messages.get for many ids, 100 per batch request; ids gone from Gmail are missing."""
+        found: dict[str, dict[str, Any]] = {}
+        failures: list[BaseException] = []
+
+        def collect(request_id: str, response: Any, exception: BaseException | None) -> None:
+            if exception is None:
+                found[response["id"]] = response
+            elif not (isinstance(exception, HttpError) and exception.status_code == 404):
+                failures.append(exception)
+
+        messages = self.service.users().messages()
+        for start in range(0, len(ids), BATCH_LIMIT):
+            batch = BatchHttpRequest(callback=collect, batch_uri=f"{self._api_root}batch")
+            for mid in ids[start : start + BATCH_LIMIT]:
+                batch.add(messages.get(userId="me", id=mid, **params))
+            self._execute(batch)
+            if failures:
+                raise _error(failures[0])
+        return found
+
+    def _metadata(self, folder: str, ids: list[str]) -> list[MessageMeta]:
+        if not ids:
+            return []
+        found = self._batch_get(ids, format="metadata", metadataHeaders=METADATA_HEADERS)
+        return [meta_from_gmail(folder, found[mid]) for mid in ids if mid in found]
+
+    def fetch_full(self, folder: str, ref: str) -> bytes:
+        raw = self.fetch_many(folder, [ref]).get(ref)
+        if raw is None:
+            raise ServerUnavailable(f"Message {ref} is no longer in Gmail.")
+        return raw
+
+    def fetch_many(self, folder: str, refs: list[str]) -> dict[str, bytes]:
+        found = self._batch_get(list(refs), format="raw")
+        return {mid: _unb64url(found[mid]["raw"]) for mid in refs if mid in found}
+
+    # -- sending ----------------------------------------------------------------------
+    def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+        """messages.send with our MIME; Bcc recipients go in a Bcc header, which Gmail removes
+        from what the others receive. A reply carries its Gmail thread."""
+        headers = message_from_bytes(raw, policy=policy.compat32)
+        visible = {a.lower() for _n, a in getaddresses(
+            [str(v) for k in ("To", "Cc") for v in headers.get_all(k, [])])}  # fmt: skip
+        hidden = [r for r in recipients if r.lower() not in visible]
+        if hidden:
+            raw = f"Bcc: {', '.join(hidden)}\r\n".encode() + raw
+        body: dict[str, Any] = {"raw": _b64url(raw)}
+        parent = str(headers.get("In-Reply-To", "")).strip().strip("<>")
+        if parent:
+            listing = self._execute(
+                self.service.users().messages().list(userId="me", q=f"rfc822msgid:{parent}")
+            )
+            if listing.get("messages"):
+                body["threadId"] = listing["messages"][0]["threadId"]
+        self._execute(self.service.users().messages().send(userId="me", body=body))
+
+    def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
+        return False  # Gmail puts what it sends in SENT itself
+
+
+class HistoryExpired(ProviderError):
+    """history.list answered 404: the start historyId is older than Gmail keeps."""
+
+
+def _error(exc: BaseException) -> ProviderError:
+    """Map the client libraries' failures to the provider errors (SPEC D1)."""
+    if isinstance(exc, RefreshError):
+        detail = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+        if detail.get("error") == "invalid_grant" or not getattr(exc, "retryable", True):
+            return AccessRevoked(
+                "Google refused Threadline's access to this mailbox (access was revoked or "
+                "expired). Connect it again to grant access."
+            )
+        return ServerUnavailable(
+            f"Google's sign-in service failed: {exc.args[0] if exc.args else exc}"
+        )
+    if isinstance(exc, HttpError):
+        status = exc.status_code
+        if status == 401:
+            return AccessRevoked(
+                "Google no longer accepts Threadline's access to this mailbox. Connect it again."
+            )
+        if status == 404 and "/history" in (exc.uri or ""):
+            return HistoryExpired("Gmail's history for this mailbox expired.")
+        if status == 429 or (status == 403 and "ateLimitExceeded" in str(exc.content)):
+            retry_after = float(exc.resp.get("retry-after", 60) or 60)
+            return Throttled(f"Gmail asks to slow down (HTTP {status}).", retry_after=retry_after)
+        return ServerUnavailable(f"Gmail answered HTTP {status}: {exc.reason}")
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return ServerUnavailable("Gmail did not answer in time.")
+    return ServerUnavailable(f"Gmail could not be reached ({type(exc).__name__}).")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode()
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def meta_from_gmail(folder: str, message: dict[str, Any]) -> MessageMeta:
+    """MessageMeta from a `format=metadata` message: its header list goes through the same
+    header parser as IMAP's, so both providers read headers the same way."""
+    headers = message.get("payload", {}).get("headers", [])
+    block = "".join(f"{h['name']}: {h['value']}\r\n" for h in headers).encode("utf-8", "replace")
+    fields = parse_headers(block)
+    received = datetime.fromtimestamp(int(message.get("internalDate", 0)) / 1000, tz=UTC)
+    return MessageMeta(
+        folder=folder, ref=message["id"], message_id=fields.message_id,
+        in_reply_to=fields.in_reply_to, references=fields.references,
+        from_name=fields.from_name, from_address=fields.from_address, to=fields.to, cc=fields.cc,
+        subject=fields.subject, sent_at=fields.sent_at, received_at=received,
+        size=int(message.get("sizeEstimate", 0)), flags=tuple(message.get("labelIds", [])),
+        problems=tuple(fields.problems), thread_hint=message.get("threadId", ""),
+    )  # fmt: skip

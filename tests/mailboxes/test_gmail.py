@@ -1,0 +1,193 @@
+"""Gmail mailboxes through the real google-api-python-client and google-auth, against a local
+fake of Google's OAuth and Gmail API (tests/servers/fake_google.py)."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from engagements.matching import log_matches
+from engagements.models import EmailEngagement
+from engagements.sending import Draft, queue_email
+from engagements.services import Address, EmailData, log_email
+from mailboxes.models import Mailbox, MessageBody, MessageMeta
+from mailboxes.services import connect_mailbox, sync_mailbox
+from tests.factories import ContactEmailFactory, ContactFactory
+from tests.mailboxes.helpers import build_email
+from tests.servers.fake_google import FakeGoogle
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TRACKED = "offer-1@threadline.test"
+
+
+@pytest.fixture
+def google(settings):
+    with FakeGoogle() as fake:
+        settings.CRM_OAUTH = {
+            "gmail": {
+                "client_id": fake.client_id,
+                "client_secret": fake.client_secret,
+                "token_uri": f"{fake.base}/token",
+                "api_root": f"{fake.base}/",
+            }
+        }
+        yield fake
+
+
+@pytest.fixture
+def gmail(google, team, owner):
+    access, refresh = google.issue_tokens()
+    return connect_mailbox(
+        team=team, owner=owner, kind="gmail", email_address=google.email, provider_settings={},
+        credentials={"access_token": access, "refresh_token": refresh,
+                     "expires_at": (timezone.now() + timedelta(hours=1)).isoformat()},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def ada(team, gmail):
+    contact = ContactFactory(team=team, first_name="Ada")
+    ContactEmailFactory(contact=contact, email="ada@example.com", is_primary=True)
+    log_email(
+        team=team,
+        email=EmailData(message_id=TRACKED, sender=Address(gmail.email_address),
+                        to=(Address("ada@example.com"),), subject="Offer",
+                        sent_at=timezone.now()),
+        direction="out", source="crm", contacts=[contact],
+    )  # fmt: skip
+    return contact
+
+
+def answer(n, parent=TRACKED, **kwargs):
+    return build_email(subject="Re: Offer", message_id=f"answer-{n}@example.com",
+                       in_reply_to=parent, references=[parent], **kwargs)  # fmt: skip
+
+
+def sync(mailbox, **kwargs):
+    result = sync_mailbox(mailbox.pk, on_batch=log_matches, **kwargs)
+    mailbox.refresh_from_db()
+    return result
+
+
+def test_connect_checks_the_token_and_keeps_it_encrypted(gmail, google):
+    stored = Mailbox.objects.filter(pk=gmail.pk).values_list("credentials", flat=True).get()
+
+    assert sorted(gmail.folders.values_list("name", "role")) == [("INBOX", "inbox"),
+                                                                  ("SENT", "sent")]  # fmt: skip
+    assert gmail.credentials.reveal()["refresh_token"] in google.refresh_tokens
+    assert all(token not in str(stored) for token in google.refresh_tokens | google.access_tokens)
+
+
+def test_initial_sync_reads_60_days_and_logs_only_tracked_replies(gmail, google, ada):
+    google.add_message(answer(1, text="Yes, please."))
+    google.add_message(build_email(subject="Private", message_id="private@example.com"))
+    old = timezone.now() - timedelta(days=70)
+    google.add_message(build_email(message_id="old@example.com", date=old), when=old.timestamp())
+
+    result = sync(gmail)
+
+    assert result.error == ""
+    assert sorted(MessageMeta.objects.values_list("message_id", flat=True)) == [
+        "answer-1@example.com", "private@example.com",
+    ]  # fmt: skip
+    logged = EmailEngagement.objects.get(message_id="answer-1@example.com")
+    assert logged.body_text.strip() == "Yes, please."
+    assert list(logged.contacts.all()) == [ada]
+    meta = MessageMeta.objects.get(message_id="answer-1@example.com")
+    assert meta.flags == "INBOX UNREAD" and meta.folder.name == "INBOX"
+    private = MessageMeta.objects.get(message_id="private@example.com")
+    assert not MessageBody.objects.filter(meta=private).exists()  # never read in full (L3)
+
+
+def test_later_syncs_follow_the_history(gmail, google, ada):
+    listing = ("GET", "/gmail/v1/users/me/messages")
+    sync(gmail)
+    assert google.log.count(listing) == 2  # the first sync lists INBOX and SENT
+    google.add_message(answer(2))
+
+    result = sync(gmail)
+
+    assert result.new_messages == 1
+    assert EmailEngagement.objects.filter(message_id="answer-2@example.com").exists()
+    assert google.log.count(("GET", "/gmail/v1/users/me/history")) == 2  # INBOX and SENT
+    assert google.log.count(listing) == 2  # no listing again
+
+
+def test_expired_history_rereads_cleanly_without_duplicates(gmail, google, ada):
+    google.add_message(answer(3))
+    sync(gmail)
+    google.add_message(answer(4))
+    google.forget_history_before(google.history_id + 1)
+
+    result = sync(gmail)
+
+    assert result.error == ""
+    assert MessageMeta.objects.filter(message_id="answer-3@example.com").count() == 1
+    assert EmailEngagement.objects.filter(message_id="answer-3@example.com").count() == 1
+    assert EmailEngagement.objects.filter(message_id="answer-4@example.com").exists()
+
+
+def test_an_expired_access_token_is_refreshed_and_kept(gmail, google, ada):
+    before = gmail.credentials.reveal()["access_token"]
+    google.expire_access_tokens()
+
+    assert sync(gmail).error == ""
+    after = gmail.credentials.reveal()
+    assert after["access_token"] != before and after["access_token"] in google.access_tokens
+    assert after["refresh_token"] in google.refresh_tokens
+
+
+def test_revoked_access_disconnects_with_the_cause(gmail, google, mailoutbox):
+    google.revoke_all()
+
+    result = sync(gmail)
+
+    assert "revoked" in result.error
+    assert gmail.state == "disconnected" and gmail.disconnect_cause == "access_revoked"
+    assert len(mailoutbox) == 1
+
+
+def test_throttling_waits_as_asked_and_does_not_disconnect(gmail, google):
+    google.throttle(1)
+
+    result = sync(gmail)
+
+    assert "slow down" in result.error
+    assert gmail.state == "connected"
+    assert 0 < (gmail.retry_at - timezone.now()).total_seconds() <= 2
+    assert sync(gmail).error == ""
+
+
+def test_sending_goes_through_gmail_which_files_it_once(gmail, google, team, owner, ada):
+    google.add_message(answer(5))
+    sync(gmail)
+    parent = EmailEngagement.objects.get(message_id="answer-5@example.com")
+
+    sent = queue_email(
+        team=team, user=owner, mailbox=gmail,
+        draft=Draft(to=[Address("ada@example.com", "Ada")], bcc=[Address("boss@example.com")],
+                    subject="Re: Offer", body="Thanks!", reply_to=parent, contacts=[ada]),
+    )  # fmt: skip
+
+    sent.refresh_from_db()
+    assert sent.status == "sent"
+    (copy,) = google.sent
+    assert f"<{sent.message_id}>".encode() in copy.raw
+    assert sorted(google.recipients_of(copy)) == ["ada@example.com", "boss@example.com"]
+    (replied,) = [m for m in google.messages.values()
+                  if m.headers.get("message-id") == "<answer-5@example.com>"]  # fmt: skip
+    assert copy.thread_id == replied.thread_id
+    sync(gmail)  # the SENT label now holds our own message
+    assert EmailEngagement.objects.filter(message_id=sent.message_id).count() == 1
+    assert MessageMeta.objects.filter(message_id=sent.message_id, folder__name="SENT").exists()
+
+
+def test_a_large_first_sync_reads_ahead_in_a_child(gmail, google, ada):
+    for n in range(7):
+        google.add_message(answer(10 + n))
+
+    result = sync(gmail, limit=2)
+
+    assert result.error == "" and result.new_messages == 7
+    assert EmailEngagement.objects.filter(message_id__startswith="answer-1").count() == 7
