@@ -96,6 +96,7 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.socialaccount",
     "allauth.socialaccount.providers.google",
+    "allauth.socialaccount.providers.microsoft",
     "django_q",
     "teams",
     "contacts",
@@ -174,6 +175,11 @@ ACCOUNT_LOGOUT_ON_GET = False
 # (mailboxes/oauth.py). The tokens go to the mailbox, encrypted (SPEC S1): allauth keeps none.
 GOOGLE_CLIENT_ID = env_str("GOOGLE_CLIENT_ID", "")
 GOOGLE_CLIENT_SECRET = env_str("GOOGLE_CLIENT_SECRET", "")
+MICROSOFT_CLIENT_ID = env_str("MICROSOFT_CLIENT_ID", "")
+MICROSOFT_CLIENT_SECRET = env_str("MICROSOFT_CLIENT_SECRET", "")
+MICROSOFT_TENANT = env_str("MICROSOFT_TENANT", "common")
+MICROSOFT_LOGIN_URL = env_str("MICROSOFT_LOGIN_URL", "https://login.microsoftonline.com")
+MICROSOFT_GRAPH_URL = env_str("MICROSOFT_GRAPH_URL", "https://graph.microsoft.com")
 SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_ADAPTER = "mailboxes.oauth.MailboxSocialAccountAdapter"
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
@@ -190,6 +196,21 @@ SOCIALACCOUNT_PROVIDERS = {
         "AUTH_PARAMS": {"access_type": "offline", "prompt": "consent"},
         "OAUTH_PKCE_ENABLED": True,
     },
+    "microsoft": {
+        "APP": {
+            "client_id": MICROSOFT_CLIENT_ID,
+            "secret": MICROSOFT_CLIENT_SECRET,
+            "settings": {
+                "tenant": MICROSOFT_TENANT,
+                "login_url": MICROSOFT_LOGIN_URL,
+                "graph_url": MICROSOFT_GRAPH_URL,
+            },
+        },
+        # Read and send mail (offline: a refresh token); User.Read for the address.
+        "SCOPE": ["User.Read", "offline_access", "Mail.Read", "Mail.Send"],
+        "AUTH_PARAMS": {"prompt": "select_account"},
+        "OAUTH_PKCE_ENABLED": True,
+    },
 }
 # What the providers need besides the tokens (client app, endpoints: Google's by default).
 CRM_OAUTH = {
@@ -198,6 +219,12 @@ CRM_OAUTH = {
         "client_secret": GOOGLE_CLIENT_SECRET,
         "token_uri": env_str("GOOGLE_TOKEN_URI", "https://oauth2.googleapis.com/token"),
         "api_root": env_str("GMAIL_API_ROOT", "https://gmail.googleapis.com/"),
+    },
+    "graph": {
+        "client_id": MICROSOFT_CLIENT_ID,
+        "client_secret": MICROSOFT_CLIENT_SECRET,
+        "token_uri": f"{MICROSOFT_LOGIN_URL}/{MICROSOFT_TENANT}/oauth2/v2.0/token",
+        "api_root": f"{MICROSOFT_GRAPH_URL}/",
     },
 }
 LOGIN_REDIRECT_URL = "home"

@@ -104,7 +104,9 @@ def log_matches(context: BatchContext) -> list[str]:
         if raw is None:
             continue  # deleted on the server meanwhile: nothing to log
         parsed = parse_message(raw)
-        attachments, note = _attachments(policy, meta.size, parsed.attachments)
+        # Some providers do not report a size with the metadata (Graph): the raw one counts.
+        size = max(meta.size, len(raw))
+        attachments, note = _attachments(policy, size, parsed.attachments)
         message_id = meta.message_id or f"threadline-{meta.folder_id}-{meta.ref}@invalid"
         email = EmailData(
             message_id=message_id,

@@ -26,7 +26,7 @@ from .models import Mailbox
 from .services import ConnectError, connect_mailbox
 
 # allauth provider id -> Mailbox.Kind
-MAILBOX_KINDS = {"google": Mailbox.Kind.GMAIL}
+MAILBOX_KINDS = {"google": Mailbox.Kind.GMAIL, "microsoft": Mailbox.Kind.GRAPH}
 
 
 def oauth_available(kind: str) -> bool:

@@ -411,9 +411,9 @@ def fetch_bodies(metas: list[MessageMeta], provider: MailProvider) -> dict[int, 
         for body in MessageBody.objects.filter(meta__in=[m.pk for m in metas])
     }
     groups: list[list[MessageMeta]] = []
-    size = FETCH_MANY_BYTES
+    size = 0
     for meta in (m for m in metas if m.pk not in cached):
-        if size + meta.size > FETCH_MANY_BYTES:
+        if not groups or size + meta.size > FETCH_MANY_BYTES:
             groups.append([])
             size = 0
         groups[-1].append(meta)

@@ -64,7 +64,12 @@ def mailbox_connect(request: HttpRequest) -> HttpResponse:
             )
             return redirect(mailbox)
     status = 400 if form.errors else 200
-    context = {"form": form, "presets": PRESETS, "gmail_available": oauth_available("gmail")}
+    context = {
+        "form": form,
+        "presets": PRESETS,
+        "gmail_available": oauth_available("gmail"),
+        "microsoft_available": oauth_available("graph"),
+    }
     return render(request, "mailboxes/mailbox_connect.html", context, status=status)
 
 

@@ -10,6 +10,7 @@ from .base import MailProvider, ProviderConfig
 REGISTRY = {
     "imap": "mailboxes.providers.imap.ImapProvider",
     "gmail": "mailboxes.providers.gmail.GmailProvider",
+    "graph": "mailboxes.providers.graph.GraphProvider",
 }
 
 

@@ -1,0 +1,296 @@
+"""Microsoft 365 provider (O365 over Microsoft Graph): OAuth tokens, delta queries.
+
+Folders are the well-known Inbox and SentItems. The first reading of a folder is a delta
+query filtered to the last N days, page after page (`@odata.nextLink`); its final
+`@odata.deltaLink` is the checkpoint the next reading follows. An expired delta token (410)
+rereads the folder cleanly. Headers come from the messages' `internetMessageHeaders` through
+the same parser as IMAP's; whole messages (`$value`, MIME) only for tracked threads (L3).
+Sending posts our MIME to `sendMail`, which files it in Sent Items itself (L6).
+
+O365 makes the requests (its Connection: session, retries off, 401 -> token refresh). The
+refresh itself is done here against `config.oauth["token_uri"]`, through O365's documented
+`should_refresh_token` hook, so no token store but the mailbox's encrypted one is involved;
+Microsoft rotates refresh tokens, and each new one is handed back to be saved.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, date, datetime, timedelta
+from email import message_from_bytes, policy
+from email.utils import getaddresses
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from O365 import Account, MSGraphProtocol
+from O365.utils.token import MemoryTokenBackend
+
+from ..parsing import parse_headers
+from .base import (
+    AccessRevoked,
+    Batch,
+    Capabilities,
+    FolderInfo,
+    MailboxMoved,
+    MessageMeta,
+    ProviderConfig,
+    ProviderError,
+    ServerUnavailable,
+    Throttled,
+)
+
+SCOPES = ["offline_access", "User.Read", "Mail.Read", "Mail.Send"]
+SELECT = ("id,internetMessageId,subject,from,toRecipients,ccRecipients,sentDateTime,"
+          "receivedDateTime,conversationId,isRead,internetMessageHeaders")  # fmt: skip
+MOVED_CODES = {"MailboxNotEnabledForRESTAPI", "ErrorMailboxMoved", "ErrorMailboxMoveInProgress"}
+
+
+class _Tokens(MemoryTokenBackend):
+    """The mailbox's tokens for O365's Connection, refreshed here when Graph says 401."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__()
+        credentials, self.oauth = config.credentials, config.oauth
+        self.timeout = config.timeout
+        self.access = credentials.get("access_token") or ""
+        self.refresh = credentials.get("refresh_token") or ""
+        expires = credentials.get("expires_at")
+        self.expires_at = datetime.fromisoformat(expires) if expires else datetime.now(UTC)
+        self.changed = False
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self.access)
+
+    def get_access_token(self, *, username: str | None = None) -> dict[str, Any] | None:
+        return {"secret": self.access} if self.access else None
+
+    def get_refresh_token(self, *, username: str | None = None) -> dict[str, Any] | None:
+        return {"secret": self.refresh} if self.refresh else None
+
+    def token_is_long_lived(self, *, username: str | None = None) -> bool:
+        return bool(self.refresh)
+
+    def token_is_expired(self, *, username: str | None = None) -> bool:
+        # Graph answered 401: whatever the clock says, the access token is no longer good.
+        return True
+
+    def should_refresh_token(self, con: Any = None, *, username: str | None = None) -> None:
+        try:
+            answer = requests.post(
+                self.oauth["token_uri"],
+                data={"grant_type": "refresh_token", "refresh_token": self.refresh,
+                      "client_id": self.oauth.get("client_id"),
+                      "client_secret": self.oauth.get("client_secret"),
+                      "scope": " ".join(SCOPES)},
+                timeout=self.timeout,
+            )  # fmt: skip
+        except requests.RequestException as exc:
+            raise ServerUnavailable(
+                f"Microsoft's sign-in service could not be reached ({type(exc).__name__})."
+            ) from None
+        data = answer.json() if answer.content else {}
+        if answer.status_code != 200:
+            if data.get("error") in {"invalid_grant", "interaction_required", "consent_required"}:
+                raise AccessRevoked(
+                    "Microsoft refused Threadline's access to this mailbox (consent was revoked "
+                    "or the password changed). Connect it again to grant access."
+                )
+            raise ServerUnavailable(f"Microsoft's sign-in service answered {answer.status_code}.")
+        self.access = data["access_token"]
+        self.refresh = data.get("refresh_token") or self.refresh  # rotated: keep the newest
+        self.expires_at = datetime.now(UTC) + timedelta(seconds=int(data.get("expires_in", 3600)))
+        self.changed = True
+        if con is not None:
+            con.update_session_auth_header(access_token=self.access)
+        return None  # O365: "the backend refreshed the token itself"
+
+
+def _protocol(api_root: str) -> MSGraphProtocol:
+    local = type("ThreadlineGraphProtocol", (MSGraphProtocol,), {"_protocol_url": api_root})
+    return local(default_resource="me")
+
+
+class GraphProvider:
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        oauth = config.oauth
+        self._tokens = _Tokens(config)
+        api_root = oauth.get("api_root", "https://graph.microsoft.com/").rstrip("/") + "/"
+        self.account = Account(
+            (oauth.get("client_id"), oauth.get("client_secret")),
+            protocol=_protocol(api_root), token_backend=self._tokens,
+            request_retries=0, requests_delay=0, timeout=config.timeout,
+        )  # fmt: skip
+        self.con = self.account.con
+        self.service = self.account.protocol.service_url.rstrip("/")  # .../v1.0
+        self.requests = 0
+
+    def __enter__(self) -> GraphProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.con.session is not None:
+            self.con.session.close()
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        self.requests += 1
+        try:
+            return self.con.oauth_request(url, method, **kwargs)
+        except ProviderError:
+            raise
+        except requests.HTTPError as exc:
+            raise _error(exc.response) from None
+        except requests.RequestException as exc:
+            raise ServerUnavailable(
+                f"Microsoft Graph could not be reached ({type(exc).__name__})."
+            ) from None
+
+    def _get(self, path_or_url: str, **kwargs: Any) -> dict[str, Any]:
+        url = path_or_url if "://" in path_or_url else f"{self.service}{path_or_url}"
+        return self._call("get", url, **kwargs).json()
+
+    # -- connect ----------------------------------------------------------------------
+    def check(self) -> Capabilities:
+        self._get("/me")
+        folders = self.account.mailbox().get_folders()  # O365's folder listing
+        return Capabilities(
+            server=("graph",),
+            folders=tuple(FolderInfo(name=f.name) for f in folders),
+            inbox="Inbox",
+            sent_folder="SentItems",
+        )
+
+    def check_smtp(self) -> None:
+        """Sending goes through Graph with the same token: nothing more to check."""
+
+    def updated_credentials(self) -> dict[str, Any] | None:
+        if not self._tokens.changed:
+            return None
+        self._tokens.changed = False
+        return {
+            "access_token": self._tokens.access,
+            "refresh_token": self._tokens.refresh,
+            "expires_at": self._tokens.expires_at.isoformat(),
+        }
+
+    # -- sync -------------------------------------------------------------------------
+    def changes(self, folder: str, cursor: str | None, limit: int, since: date) -> Batch:
+        state = json.loads(cursor) if cursor else {}
+        link = state.get("next") or state.get("delta")
+        if not link:
+            start = f"{since.isoformat()}T00:00:00Z"
+            total = int(self._get(f"/me/mailFolders/{folder}").get("totalItemCount", 0))
+            state = {"total": total, "seen": 0}
+            link = (f"{self.service}/me/mailFolders/{folder}/messages/delta?$select={SELECT}"
+                    f"&$filter={quote(f'receivedDateTime ge {start}')}")  # fmt: skip
+        headers = {"Prefer": f"odata.maxpagesize={limit}"}
+        try:
+            page = self._get(link, headers=headers)
+        except DeltaExpired:
+            return Batch(messages=[], cursor=json.dumps({}), done=False, reset=True)
+        items = [m for m in page.get("value", []) if "@removed" not in m]
+        metas = [meta_from_graph(folder, item) for item in items]
+        seen = state.get("seen", 0) + len(metas)
+        if page.get("@odata.nextLink"):
+            next_state = {"next": page["@odata.nextLink"], "total": state.get("total", 0),
+                          "seen": seen}  # fmt: skip
+            remaining = max(state.get("total", 0) - seen, 1)
+            return Batch(messages=metas, cursor=json.dumps(next_state), done=False,
+                         remaining=remaining)  # fmt: skip
+        return Batch(messages=metas, cursor=json.dumps({"delta": page["@odata.deltaLink"]}),
+                     done=True)  # fmt: skip
+
+    def fetch_full(self, folder: str, ref: str) -> bytes:
+        raw = self.fetch_many(folder, [ref]).get(ref)
+        if raw is None:
+            raise ServerUnavailable(f"Message {ref} is no longer in the mailbox.")
+        return raw
+
+    def fetch_many(self, folder: str, refs: list[str]) -> dict[str, bytes]:
+        found = {}
+        for ref in refs:
+            try:
+                found[ref] = self._call("get", f"{self.service}/me/messages/{ref}/$value").content
+            except ServerUnavailable as exc:
+                if "404" not in exc.message:
+                    raise
+        return found
+
+    # -- sending ----------------------------------------------------------------------
+    def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+        """sendMail with our MIME (base64); Bcc recipients go in a Bcc header, which
+        Exchange removes from what the others receive."""
+        headers = message_from_bytes(raw, policy=policy.compat32)
+        visible = {a.lower() for _n, a in getaddresses(
+            [str(v) for k in ("To", "Cc") for v in headers.get_all(k, [])])}  # fmt: skip
+        hidden = [r for r in recipients if r.lower() not in visible]
+        if hidden:
+            raw = f"Bcc: {', '.join(hidden)}\r\n".encode() + raw
+        self._call("post", f"{self.service}/me/sendMail", data=base64.b64encode(raw),
+                   headers={"Content-type": "text/plain"})  # fmt: skip
+
+    def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
+        return False  # sendMail saves to Sent Items itself
+
+
+class DeltaExpired(ProviderError):
+    """A delta link Graph no longer accepts (410): read the folder again from the start."""
+
+
+def _error(response: requests.Response) -> ProviderError:
+    status = response.status_code
+    try:
+        code = response.json().get("error", {}).get("code", "")
+    except ValueError:
+        code = ""
+    if status == 410:
+        return DeltaExpired("The folder's delta token expired.")
+    if code in MOVED_CODES:
+        return MailboxMoved(
+            "Microsoft 365 says this mailbox moved (migrated or no longer hosted online). "
+            "Connect it again once the move is complete."
+        )
+    if status in (401, 403):
+        return AccessRevoked(
+            "Microsoft no longer accepts Threadline's access to this mailbox. Connect it again."
+        )
+    if status == 429 or (status == 503 and response.headers.get("Retry-After")):
+        retry_after = float(response.headers.get("Retry-After") or 60)
+        return Throttled(f"Microsoft Graph asks to slow down (HTTP {status}).",
+                         retry_after=retry_after)  # fmt: skip
+    if status == 404:
+        return ServerUnavailable(f"Microsoft Graph answered 404 ({code or 'not found'}).")
+    return ServerUnavailable(f"Microsoft Graph answered HTTP {status} ({code}).")
+
+
+def _address(person: dict[str, Any] | None) -> str:
+    email = (person or {}).get("emailAddress") or {}
+    name, address = email.get("name", ""), email.get("address", "")
+    return f'"{name}" <{address}>' if name else address
+
+
+def meta_from_graph(folder: str, item: dict[str, Any]) -> MessageMeta:
+    """MessageMeta from a Graph message: its Internet headers when Graph gives them (the
+    same header parser as IMAP), else the structured fields."""
+    headers = [(h["name"], h["value"]) for h in item.get("internetMessageHeaders") or []]
+    if not headers:
+        headers = [("From", _address(item.get("from"))),
+                   ("To", ", ".join(_address(p) for p in item.get("toRecipients", []))),
+                   ("Cc", ", ".join(_address(p) for p in item.get("ccRecipients", []))),
+                   ("Subject", item.get("subject") or ""),
+                   ("Message-ID", item.get("internetMessageId") or "")]  # fmt: skip
+    block = "".join(f"{name}: {value}\r\n" for name, value in headers if value)
+    fields = parse_headers(block.encode("utf-8", "replace"))
+    received = item.get("receivedDateTime")
+    return MessageMeta(
+        folder=folder, ref=item["id"], message_id=fields.message_id,
+        in_reply_to=fields.in_reply_to, references=fields.references,
+        from_name=fields.from_name, from_address=fields.from_address, to=fields.to, cc=fields.cc,
+        subject=fields.subject, sent_at=fields.sent_at,
+        received_at=datetime.fromisoformat(received.replace("Z", "+00:00")) if received else None,
+        size=0, flags=() if not item.get("isRead") else ("\\Seen",),
+        problems=tuple(fields.problems), thread_hint=item.get("conversationId", ""),
+    )  # fmt: skip

@@ -1,0 +1,262 @@
+"""A stateful fake of the Microsoft identity platform (OAuth v2.0) and Microsoft Graph mail,
+speaking their documented wire format, for driving the real O365 client and django-allauth.
+
+Endpoints: authorize (approves at once) and token (authorization code with PKCE; refresh,
+which rotates the refresh token; `invalid_grant` once consent is revoked); /v1.0/me;
+mailFolders (well-known names inbox, sentitems); messages delta per folder (pages with
+@odata.nextLink, then @odata.deltaLink; 410 for a token older than `oldest_delta`); a
+message's MIME (`$value`); sendMail with a base64 MIME body (filed in Sent Items).
+`throttle(n)` answers the next n calls 429; `move_mailbox()` answers like a migrated mailbox.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.utils import getaddresses, parsedate_to_datetime
+from urllib.parse import quote, urlencode
+
+from .fakehttp import FakeHTTPServer, Request, Response
+
+FOLDERS = {"inbox": ("AAMkInbox", "Inbox"), "sentitems": ("AAMkSent", "Sent Items")}
+
+
+def graph_error(status: int, code: str, message: str) -> Response:
+    return Response.json({"error": {"code": code, "message": message,
+                                    "innerError": {"date": datetime.now(UTC).isoformat()}}},
+                         status=status)  # fmt: skip
+
+
+@dataclass
+class StoredMessage:
+    id: str
+    folder: str
+    raw: bytes
+    received: datetime
+    change: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class FakeMicrosoft(FakeHTTPServer):
+    def __init__(self, email: str = "grace.owner@contoso.example") -> None:
+        super().__init__()
+        self.email = email
+        self.client_id = "00000000-test-4000-8000-threadline01"
+        self.client_secret = "microsoft-test-secret"
+        self.messages: dict[str, StoredMessage] = {}
+        self.change = 0
+        self.oldest_delta = 0
+        self.access_tokens: dict[str, float] = {}  # token -> expiry
+        self.refresh_tokens: set[str] = set()
+        self.codes: dict[str, dict[str, str]] = {}
+        self.sent: list[StoredMessage] = []
+        self._throttle = 0
+        self.moved = False
+        self._ids = itertools.count(1)
+
+    # -- state changed by tests -------------------------------------------------------
+    def issue_tokens(self) -> tuple[str, str]:
+        access, refresh = "eyJ0" + secrets.token_urlsafe(24), "M.R3_" + secrets.token_urlsafe(24)
+        self.access_tokens[access] = time.time() + 3600
+        self.refresh_tokens.add(refresh)
+        return access, refresh
+
+    def revoke_consent(self) -> None:
+        self.access_tokens.clear()
+        self.refresh_tokens.clear()
+
+    def expire_access_tokens(self) -> None:
+        self.access_tokens.clear()
+
+    def throttle(self, count: int) -> None:
+        self._throttle = count
+
+    def move_mailbox(self) -> None:
+        self.moved = True
+
+    def expire_delta_tokens(self) -> None:
+        self.oldest_delta = self.change + 1
+
+    def add_message(
+        self, raw: bytes, folder: str = "inbox", when: float | None = None
+    ) -> StoredMessage:
+        with self.lock:
+            parsed = message_from_bytes(raw, policy=policy.compat32)
+            if when is None:
+                try:
+                    when = parsedate_to_datetime(str(parsed.get("Date", ""))).timestamp()
+                except (TypeError, ValueError):
+                    when = time.time()
+            self.change += 1
+            stored = StoredMessage(
+                id=f"AAMkMsg{next(self._ids):06d}=", folder=folder, raw=raw,
+                received=datetime.fromtimestamp(when, UTC), change=self.change,
+                headers=[(k, str(v)) for k, v in parsed.items()],
+            )  # fmt: skip
+            self.messages[stored.id] = stored
+            return stored
+
+    # -- HTTP -------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        path = request.path
+        if path.endswith("/oauth2/v2.0/authorize"):
+            return self.authorize(request)
+        if path.endswith("/oauth2/v2.0/token") and request.method == "POST":
+            return self.token(request)
+        if not path.startswith("/v1.0/me"):
+            return graph_error(404, "ResourceNotFound", "Unknown path")
+        if self.access_tokens.get(request.bearer, 0) < time.time():
+            return graph_error(401, "InvalidAuthenticationToken", "Access token has expired.")
+        if self._throttle:
+            self._throttle -= 1
+            response = graph_error(429, "ApplicationThrottled", "Too many requests.")
+            response.headers["Retry-After"] = "2"
+            return response
+        if self.moved:
+            return graph_error(404, "MailboxNotEnabledForRESTAPI",
+                               "The mailbox is either inactive, soft-deleted, or is hosted "
+                               "on-premise.")  # fmt: skip
+        if path == "/v1.0/me":
+            return Response.json({"id": "11111111-2222-3333-4444-555555555555",
+                                  "displayName": "Grace Owner", "mail": self.email,
+                                  "userPrincipalName": self.email})  # fmt: skip
+        if path == "/v1.0/me/mailFolders":
+            return Response.json({"value": [self._folder(key) for key in FOLDERS]})
+        if path == "/v1.0/me/sendMail" and request.method == "POST":
+            return self.send_mail(request)
+        parts = path.split("/")  # /v1.0/me/<kind>/<id>/...
+        if len(parts) >= 5 and parts[3] == "mailFolders":
+            key = self._folder_key(parts[4])
+            if key is None:
+                return graph_error(404, "ErrorInvalidIdMalformed", "Unknown folder")
+            if len(parts) == 5:
+                return Response.json(self._folder(key))
+            if parts[5:] == ["messages", "delta"]:
+                return self.delta(request, key)
+        if len(parts) == 6 and parts[3] == "messages" and parts[5] == "$value":
+            message = self.messages.get(parts[4])
+            if message is None:
+                return graph_error(404, "ErrorItemNotFound", "The item was not found.")
+            return Response(200, message.raw, {"Content-Type": "text/plain"})
+        return graph_error(404, "ResourceNotFound", "Unknown path")
+
+    def _folder_key(self, name: str) -> str | None:
+        for key, (fid, display) in FOLDERS.items():
+            if name.lower() in {key, fid.lower(), display.lower().replace(" ", "")}:
+                return key
+        return None
+
+    def _folder(self, key: str) -> dict[str, object]:
+        fid, display = FOLDERS[key]
+        count = sum(1 for m in self.messages.values() if m.folder == key)
+        return {"id": fid, "displayName": display, "parentFolderId": "AAMkRoot",
+                "childFolderCount": 0, "unreadItemCount": 0, "totalItemCount": count}  # fmt: skip
+
+    def token(self, request: Request) -> Response:
+        form = request.form()
+        if (
+            form.get("client_id") != self.client_id
+            or form.get("client_secret") != self.client_secret
+        ):
+            return Response.json({"error": "invalid_client"}, status=401)
+        if form.get("grant_type") == "refresh_token":
+            old = form.get("refresh_token", "")
+            if old not in self.refresh_tokens:
+                return Response.json(
+                    {
+                        "error": "invalid_grant",
+                        "error_codes": [65001],
+                        "suberror": "consent_required",
+                        "error_description": "AADSTS65001: The user or administrator has not "
+                        "consented to use the application.",
+                    },
+                    status=400,
+                )
+            self.refresh_tokens.discard(old)  # Microsoft rotates refresh tokens
+        else:
+            grant = self.codes.pop(form.get("code", ""), None)
+            verifier = form.get("code_verifier", "")
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            if grant is None or challenge.decode().rstrip("=") != grant.get("code_challenge"):
+                return Response.json({"error": "invalid_grant"}, status=400)
+        access, refresh = self.issue_tokens()
+        return Response.json({"token_type": "Bearer", "scope": "Mail.Read Mail.Send User.Read",
+                              "expires_in": 3599, "ext_expires_in": 3599,
+                              "access_token": access, "refresh_token": refresh})  # fmt: skip
+
+    def authorize(self, request: Request) -> Response:
+        query = request.query
+        if query.get("client_id") != self.client_id:
+            return Response(400, b"unknown client")
+        code = secrets.token_urlsafe(16)
+        self.codes[code] = query
+        return Response.redirect(
+            f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query.get('state', '')})}"
+        )
+
+    def _json(self, message: StoredMessage) -> dict[str, object]:
+        parsed = message_from_bytes(message.raw, policy=policy.compat32)
+
+        def people(name: str) -> list[dict[str, object]]:
+            found = getaddresses([str(v) for v in parsed.get_all(name, [])])
+            return [{"emailAddress": {"name": n, "address": a}} for n, a in found]
+
+        sender = people("From")
+        return {
+            "id": message.id, "internetMessageId": str(parsed.get("Message-ID", "")),
+            "subject": str(parsed.get("Subject", "")), "from": sender[0] if sender else None,
+            "toRecipients": people("To"), "ccRecipients": people("Cc"),
+            "receivedDateTime": message.received.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "sentDateTime": message.received.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "conversationId": "AAQkConv" + str(parsed.get("Subject", "")).removeprefix("Re: "),
+            "isRead": False, "parentFolderId": FOLDERS[message.folder][0],
+            "internetMessageHeaders": [{"name": k, "value": v} for k, v in message.headers],
+        }  # fmt: skip
+
+    def delta(self, request: Request, folder: str) -> Response:
+        query = request.query
+        if "$deltatoken" in query and int(query["$deltatoken"]) < self.oldest_delta:
+            return graph_error(410, "SyncStateNotFound", "The sync state is not found or expired.")
+        since_change = int(query.get("$deltatoken") or query.get("since") or 0)
+        since = query.get("$filter", "").removeprefix("receivedDateTime ge ")
+        skip = int(query.get("$skiptoken") or 0)
+        size = 10
+        prefer = request.headers.get("prefer", "")
+        if "odata.maxpagesize=" in prefer:
+            size = int(prefer.split("odata.maxpagesize=")[1].split(",")[0])
+        found = sorted(
+            (m for m in self.messages.values()
+             if m.folder == folder and m.change > since_change
+             and (not since or m.received.strftime("%Y-%m-%dT%H:%M:%SZ") >= since)),
+            key=lambda m: m.change,
+        )  # fmt: skip
+        page = found[skip : skip + size]
+        base = f"{self.base}/v1.0/me/mailFolders/{folder}/messages/delta"
+        body: dict[str, object] = {"value": [self._json(m) for m in page]}
+        if skip + size < len(found):
+            rest = {"$skiptoken": str(skip + size), "since": str(since_change)}
+            if since:
+                rest["$filter"] = f"receivedDateTime ge {since}"
+            body["@odata.nextLink"] = f"{base}?{urlencode(rest, quote_via=quote)}"
+        else:
+            body["@odata.deltaLink"] = f"{base}?$deltatoken={self.change}"
+        return Response.json(body)
+
+    def send_mail(self, request: Request) -> Response:
+        if not request.headers.get("content-type", "").startswith("text/plain"):
+            return graph_error(400, "ErrorMimeContentInvalid", "Send MIME as base64 text/plain.")
+        raw = base64.b64decode(request.body)
+        stored = self.add_message(raw, folder="sentitems", when=time.time())
+        self.sent.append(stored)
+        return Response(202)
+
+    def recipients_of(self, message: StoredMessage) -> list[str]:
+        parsed = message_from_bytes(message.raw, policy=policy.compat32)
+        fields = [str(v) for k in ("To", "Cc", "Bcc") for v in parsed.get_all(k, [])]
+        return [address.lower() for _name, address in getaddresses(fields)]
