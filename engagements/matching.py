@@ -81,17 +81,26 @@ def log_matches(context: BatchContext) -> list[str]:
         .filter(message_id__in={m.message_id for m in context.messages if m.message_id})
         .values_list("message_id", flat=True)
     )
-    # Match on metadata alone, in arrival order (a reply's parent comes first), so replies
-    # to replies in the same batch match too; then read all their bodies in one round trip.
+    # Match on metadata alone, so replies to replies in the same batch match too, whatever
+    # order the provider listed them in: each pass matches the replies to what the previous
+    # ones matched (so `matched` lists parents before replies), until a pass finds none.
+    # Then all their bodies are read in one round trip.
     matched: list[tuple[MessageMeta, int]] = []
-    for meta in context.messages:
-        thread_id = next((tracked[i] for i in _ancestors(meta) if i in tracked), None)
-        if thread_id is None or meta.message_id in logged:
-            continue  # untracked (L3), or already logged from another folder or delivery
-        matched.append((meta, thread_id))
-        if meta.message_id:
-            logged.add(meta.message_id)
-            tracked[meta.message_id] = thread_id
+    pending = [m for m in context.messages if m.message_id not in logged and _ancestors(m)]
+    while pending:
+        unmatched = []
+        for meta in pending:
+            thread_id = next((tracked[i] for i in _ancestors(meta) if i in tracked), None)
+            if thread_id is None or meta.message_id in logged:
+                unmatched.append(meta)  # untracked (L3), or already logged (a duplicate)
+                continue
+            matched.append((meta, thread_id))
+            if meta.message_id:
+                logged.add(meta.message_id)
+                tracked[meta.message_id] = thread_id
+        if len(unmatched) == len(pending):
+            break
+        pending = unmatched
     if not matched:
         return []
     records = _thread_records(team, {thread_id for _meta, thread_id in matched})

@@ -1,7 +1,8 @@
 """Gmail provider (google-api-python-client, google-auth): OAuth tokens, the Gmail API v1.
 
 Folders are the system labels INBOX and SENT. The first reading of a label lists the last N
-days (`q=newer_than:Nd`, paged) and remembers the mailbox's historyId from before it began;
+days (`q=newer_than:Nd`, paged), reads them oldest first, and remembers the mailbox's
+historyId from before it began;
 later readings ask `users.history.list` for what was added since. A historyId Gmail no longer
 keeps (404) restarts the label cleanly. Headers come in batches of `format=metadata` gets;
 whole messages (`format=raw`) only when asked (tracked threads, SPEC L3). Gmail files sent
@@ -79,6 +80,7 @@ class GmailProvider:
         )
         self._token_at_start = self._credentials.token
         self._service: Any = None
+        self._pending: dict[str, list[str]] = {}  # ids still to read, per label
         self.requests = 0  # HTTP requests made (the benchmark reports them)
 
     def __enter__(self) -> GmailProvider:
@@ -142,34 +144,52 @@ class GmailProvider:
         state = _cursor(cursor)
         if "history_id" in state:
             return self._history(folder, state, limit)
-        return self._listing(folder, state, limit, since, reset=False)
+        return self._listing(folder, state, limit, since)
 
-    def _listing(self, folder: str, state: dict[str, Any], limit: int, since: date,
-                 reset: bool) -> Batch:  # fmt: skip
-        """The first reading of a label: list the last N days, page after page."""
+    def _listing(self, folder: str, state: dict[str, Any], limit: int, since: date) -> Batch:
+        """The first reading of a label: the ids of the last N days, then their metadata
+        oldest first, `limit` at a time (a reply's parent is read before the reply, as with
+        IMAP's UIDs; Gmail lists newest first). The cursor keeps the last id read, so an
+        interrupted reading resumes after it."""
         users = self.service.users()
         if "start" not in state:
             # Changes after this point are caught by the history that follows the listing.
             state["start"] = int(self._execute(users.getProfile(userId="me"))["historyId"])
-        days = max((datetime.now(UTC).date() - since).days, 1)
-        listing = self._execute(
-            users.messages().list(
-                userId="me", labelIds=[folder], q=f"newer_than:{days}d",
-                maxResults=min(limit, LIST_PAGE), pageToken=state.get("page"),
-            )
-        )  # fmt: skip
-        ids = [m["id"] for m in listing.get("messages", [])]
-        state["seen"] = state.get("seen", 0) + len(ids)
-        if listing.get("nextPageToken"):
-            state["page"] = listing["nextPageToken"]
-            next_cursor, done = state, False
-            remaining = max(int(listing.get("resultSizeEstimate", 0)) - state["seen"], 0)
+        pending = self._pending.get(folder)
+        if pending is None:
+            pending = self._list_ids(folder, since)
+            after = state.get("after")
+            if after is not None:
+                if after not in pending:  # gone from Gmail meanwhile: read the label again
+                    return Batch(messages=[], cursor=json.dumps({}), done=False, reset=True)
+                pending = pending[pending.index(after) + 1 :]
+        chunk, rest = pending[:limit], pending[limit:]
+        if rest:
+            self._pending[folder] = rest
+            next_cursor: dict[str, Any] = {"start": state["start"], "after": chunk[-1]}
         else:
-            next_cursor, done, remaining = {"history_id": state["start"]}, True, 0
+            self._pending.pop(folder, None)
+            next_cursor = {"history_id": state["start"]}
         return Batch(
-            messages=self._metadata(folder, ids), cursor=json.dumps(next_cursor), done=done,
-            remaining=remaining, reset=reset,
+            messages=self._metadata(folder, chunk), cursor=json.dumps(next_cursor),
+            done=not rest, remaining=len(rest),
         )  # fmt: skip
+
+    def _list_ids(self, folder: str, since: date) -> list[str]:
+        """Ids of the label's messages of the last N days, oldest first (pages of 500 ids)."""
+        messages = self.service.users().messages()
+        days = max((datetime.now(UTC).date() - since).days, 1)
+        ids: list[str] = []
+        page = None
+        while True:
+            listing = self._execute(
+                messages.list(userId="me", labelIds=[folder], q=f"newer_than:{days}d",
+                              maxResults=LIST_PAGE, pageToken=page)
+            )  # fmt: skip
+            ids += [m["id"] for m in listing.get("messages", [])]
+            page = listing.get("nextPageToken")
+            if not page:
+                return ids[::-1]
 
     def _history(self, folder: str, state: dict[str, Any], limit: int) -> Batch:
         users = self.service.users()

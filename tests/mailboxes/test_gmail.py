@@ -191,3 +191,24 @@ def test_a_large_first_sync_reads_ahead_in_a_child(gmail, google, ada):
 
     assert result.error == "" and result.new_messages == 7
     assert EmailEngagement.objects.filter(message_id__startswith="answer-1").count() == 7
+
+
+def test_an_interrupted_first_sync_resumes_after_the_last_message_read(gmail, google, ada):
+    for n in range(5):
+        google.add_message(answer(20 + n), when=1_800_000_000 + n)  # oldest first: 20, 21, ...
+    calls = []
+
+    def stop_after_first_batch(context):
+        calls.append([m.message_id for m in context.messages])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        log_matches(context)
+
+    with pytest.raises(KeyboardInterrupt):
+        sync_mailbox(gmail.pk, on_batch=stop_after_first_batch, limit=2)
+    resumed = sync(gmail, limit=2)
+
+    assert calls[0] == ["answer-20@example.com", "answer-21@example.com"]
+    assert resumed.error == "" and resumed.new_messages == 3
+    assert MessageMeta.objects.count() == 5
+    assert EmailEngagement.objects.filter(message_id__startswith="answer-2").count() == 5

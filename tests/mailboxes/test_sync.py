@@ -395,3 +395,16 @@ def test_reply_deleted_on_the_server_before_it_is_read_is_skipped(connected, tra
     assert set(EmailEngagement.objects.values_list("message_id", flat=True)) == {
         SENT_ID, "reply-2@example.com",
     }  # fmt: skip
+
+
+def test_a_reply_listed_before_its_parent_in_a_batch_is_logged(connected, tracked, account):
+    account[2].deliver(
+        build_email(message_id="child@example.com", in_reply_to="parent@example.com")
+    )
+    account[2].deliver(build_email(message_id="parent@example.com", in_reply_to=SENT_ID))
+
+    sync(connected)
+
+    child = EmailEngagement.objects.get(message_id="child@example.com")
+    parent = EmailEngagement.objects.get(message_id="parent@example.com")
+    assert child.thread_id == parent.thread_id

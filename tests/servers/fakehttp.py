@@ -5,6 +5,7 @@ objects for the fakes' handlers."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,8 +59,11 @@ class FakeHTTPServer:
     """Subclasses implement `handle(request) -> Response`. Use as a context manager."""
 
     def __init__(self) -> None:
-        self.log: list[tuple[str, str]] = []  # (method, path) of every request
+        self.log: list[tuple[str, str]] = []  # (method, path) of every API call
         self.lock = threading.RLock()
+        # When a list: every HTTP request as received (method, target, headers, body), so a
+        # benchmark can replay exactly the same requests as its floor.
+        self.recorded: list[tuple[str, str, dict[str, str], bytes]] | None = None
 
     @property
     def base(self) -> str:
@@ -75,6 +79,12 @@ class FakeHTTPServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in separate writes: without this, Nagle's algorithm
+                # and the client's delayed ACK add 40 ms to every keep-alive response.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 request = Request(
@@ -82,6 +92,9 @@ class FakeHTTPServer:
                 )
                 with fake.lock:
                     fake.log.append((request.method, request.path))
+                    if fake.recorded is not None:
+                        fake.recorded.append((request.method, request.target,
+                                              dict(self.headers), request.body))  # fmt: skip
                     response = fake.handle(request)
                 self.send_response(response.status)
                 for name, value in response.headers.items():
