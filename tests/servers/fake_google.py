@@ -44,6 +44,10 @@ def gmail_error(code: int, message: str, reason: str, status: str) -> Response:
     )  # fmt: skip
 
 
+def _base_subject(subject: str) -> str:
+    return re.sub(r"^((re|fwd?):\s*)+", "", subject, flags=re.I)
+
+
 @dataclass
 class StoredMessage:
     id: str
@@ -62,6 +66,7 @@ class FakeGoogle(FakeHTTPServer):
         self.client_id = "threadline-test.apps.googleusercontent.com"
         self.client_secret = "google-test-secret"
         self.messages: dict[str, StoredMessage] = {}
+        self.by_message_id: dict[str, StoredMessage] = {}
         self.history: list[tuple[int, str, str]] = []  # (history id, messageAdded, message id)
         self.history_id = 1000
         self.oldest_history_id = 1000
@@ -115,17 +120,17 @@ class FakeGoogle(FakeHTTPServer):
                 headers=headers,
             )  # fmt: skip
             self.messages[mid] = stored
+            self.by_message_id[headers.get("message-id", "").strip().strip("<>")] = stored
             self.history.append((self.history_id, "messageAdded", mid))
             return stored
 
     def _thread_for(self, headers: dict[str, str]) -> str | None:
         """Gmail threads a message with the one it answers when the subjects agree."""
-        parents = re.findall(r"<([^>]+)>", headers.get("in-reply-to", ""))
-        subject = re.sub(r"^((re|fwd?):\s*)+", "", headers.get("subject", ""), flags=re.I)
-        for stored in self.messages.values():
-            theirs = re.sub(r"^((re|fwd?):\s*)+", "", stored.headers.get("subject", ""), flags=re.I)
-            if stored.headers.get("message-id", "").strip("<>") in parents and theirs == subject:
-                return stored.thread_id
+        subject = _base_subject(headers.get("subject", ""))
+        for parent in re.findall(r"<([^>]+)>", headers.get("in-reply-to", "")):
+            known = self.by_message_id.get(parent)
+            if known and _base_subject(known.headers.get("subject", "")) == subject:
+                return known.thread_id
         return None
 
     # -- HTTP -------------------------------------------------------------------------
