@@ -44,6 +44,7 @@ from .base import (
 SCOPES = ["offline_access", "User.Read", "Mail.Read", "Mail.Send"]
 SELECT = ("id,internetMessageId,subject,from,toRecipients,ccRecipients,sentDateTime,"
           "receivedDateTime,conversationId,isRead,internetMessageHeaders")  # fmt: skip
+REFRESH_AHEAD = timedelta(minutes=5)
 MOVED_CODES = {"MailboxNotEnabledForRESTAPI", "ErrorMailboxMoved", "ErrorMailboxMoveInProgress"}
 
 
@@ -103,8 +104,8 @@ class _Tokens(MemoryTokenBackend):
         self.refresh = data.get("refresh_token") or self.refresh  # rotated: keep the newest
         self.expires_at = datetime.now(UTC) + timedelta(seconds=int(data.get("expires_in", 3600)))
         self.changed = True
-        if con is not None:
-            con.update_session_auth_header(access_token=self.access)
+        if con is not None and con.session is not None:
+            con.update_session_auth_header(access_token=self.access)  # else read when created
         return None  # O365: "the backend refreshed the token itself"
 
 
@@ -138,6 +139,9 @@ class GraphProvider:
     def _call(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         self.requests += 1
         try:
+            if self._tokens.expires_at <= datetime.now(UTC) + REFRESH_AHEAD:
+                # Refresh before it expires rather than after a 401.
+                self._tokens.should_refresh_token(self.con)
             return self.con.oauth_request(url, method, **kwargs)
         except ProviderError:
             raise

@@ -10,6 +10,7 @@ from engagements.matching import log_matches
 from engagements.models import EmailEngagement
 from engagements.sending import Draft, queue_email
 from engagements.services import Address, EmailData, log_email
+from mailboxes.crypto import Secret
 from mailboxes.models import Mailbox, MessageBody, MessageMeta
 from mailboxes.services import connect_mailbox, sync_mailbox
 from tests.factories import ContactEmailFactory, ContactFactory
@@ -212,3 +213,14 @@ def test_an_interrupted_first_sync_resumes_after_the_last_message_read(gmail, go
     assert resumed.error == "" and resumed.new_messages == 3
     assert MessageMeta.objects.count() == 5
     assert EmailEngagement.objects.filter(message_id__startswith="answer-2").count() == 5
+
+
+def test_an_expired_token_is_refreshed_before_the_first_call(gmail, google, ada):
+    past = (timezone.now() - timedelta(minutes=1)).isoformat()
+    gmail.credentials = Secret({**gmail.credentials.reveal(), "expires_at": past})
+    gmail.save(update_fields=["credentials"])
+    google.log.clear()
+
+    assert sync(gmail).error == ""
+    assert google.log[0] == ("POST", "/token")
+    assert gmail.credentials.reveal()["expires_at"] > past

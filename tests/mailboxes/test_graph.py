@@ -10,6 +10,7 @@ from engagements.matching import log_matches
 from engagements.models import EmailEngagement
 from engagements.sending import Draft, queue_email
 from engagements.services import Address, EmailData, log_email
+from mailboxes.crypto import Secret
 from mailboxes.models import Mailbox, MessageBody, MessageMeta
 from mailboxes.services import connect_mailbox, sync_mailbox
 from tests.factories import ContactEmailFactory, ContactFactory
@@ -187,3 +188,15 @@ def test_a_large_first_sync_reads_ahead_in_a_child(outlook, microsoft, ada):
 
     assert result.error == "" and result.new_messages == 7
     assert EmailEngagement.objects.filter(message_id__startswith="answer-1").count() == 7
+
+
+def test_a_token_about_to_expire_is_refreshed_first(outlook, microsoft, ada):
+    soon = (timezone.now() + timedelta(minutes=2)).isoformat()
+    outlook.credentials = Secret({**outlook.credentials.reveal(),
+                                                     "expires_at": soon})  # fmt: skip
+    outlook.save(update_fields=["credentials"])
+    microsoft.log.clear()
+
+    assert sync(outlook).error == ""
+    assert microsoft.log[0] == ("POST", "/common/oauth2/v2.0/token")  # before any Graph call
+    assert outlook.credentials.reveal()["expires_at"] > soon

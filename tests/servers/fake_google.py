@@ -200,7 +200,7 @@ class FakeGoogle(FakeHTTPServer):
         id_token = jwt.encode(
             {"iss": "https://accounts.google.com", "aud": self.client_id, "sub": "1234567890",
              "email": self.email, "email_verified": True, "iat": now, "exp": now + 3600},
-            "fake-google-signing-key", algorithm="HS256",
+            "fake-google-id-token-signing-key-0123456789", algorithm="HS256",
         )  # fmt: skip
         body = {"access_token": access, "expires_in": 3599, "token_type": "Bearer",
                 "scope": grant["scope"], "id_token": id_token}  # fmt: skip
