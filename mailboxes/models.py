@@ -161,6 +161,10 @@ class MessageMeta(models.Model):
     size = models.PositiveBigIntegerField(default=0)
     flags = models.CharField(max_length=500, blank=True)
     problems = models.CharField(max_length=500, blank=True, help_text="Unreadable headers.")
+    thread_hint = models.CharField(
+        max_length=200, blank=True, help_text="Gmail's threadId or Graph's conversationId: a "
+        "hint for support, never used to match (SPEC L2).",
+    )  # fmt: skip
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = TeamScopedQuerySet.as_manager()

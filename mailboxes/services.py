@@ -319,6 +319,7 @@ def _meta_values(mailbox: Mailbox, folder: Folder, meta: Any, now: Any) -> dict[
         "size": meta.size,
         "flags": " ".join(meta.flags)[:500],
         "problems": "; ".join(meta.problems)[:500],
+        "thread_hint": meta.thread_hint[:200],
         "created_at": now,
     }
 

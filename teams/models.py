@@ -116,25 +116,29 @@ class RetentionPolicy(models.Model):
     body_cache_days = models.PositiveIntegerField(
         default=7,
         validators=[MinValueValidator(1), MaxValueValidator(3650)],
-        help_text="R3: bodies of synced email in the sync cache are erased after this many days.",
+        help_text="R3: bodies of synced email in the sync cache are erased this many days "
+        "after they were fetched (default 7).",
     )
     metadata_days = models.PositiveIntegerField(
         default=60,
         validators=[MinValueValidator(1), MaxValueValidator(3650)],
-        help_text="R4: header metadata of synced email is erased after this many days.",
+        help_text="R4: header metadata of synced email is erased this many days after it was "
+        "stored (default 60); the first sync reads this many days back.",
     )
     deleted_engagement_days = models.PositiveIntegerField(
         default=90,
         validators=[MinValueValidator(0), MaxValueValidator(3650)],
-        help_text="R2: a deleted engagement stays restorable this many days, then is erased.",
+        help_text="R2: a deleted engagement stays restorable this many days, then is erased with "
+        "its attachments (default 90). Sequence email is never erased (R1).",
     )
     log_attachments = models.BooleanField(
-        default=True, help_text="L5: store attachments of logged email on the records."
+        default=True, help_text="L5: store attachments of logged email on the records (default on)."
     )
     attachment_max_mb = models.PositiveIntegerField(
         default=50,
         validators=[MinValueValidator(1), MaxValueValidator(1024)],
-        help_text="L5: email larger than this (in MB) is logged without its attachments.",
+        help_text="L5: email larger than this (in MB) is logged without its attachments "
+        "(default 50).",
     )
 
     objects = TeamScopedQuerySet.as_manager()

@@ -97,6 +97,8 @@ def test_initial_sync_reads_60_days_and_logs_only_tracked_replies(gmail, google,
     assert list(logged.contacts.all()) == [ada]
     meta = MessageMeta.objects.get(message_id="answer-1@example.com")
     assert meta.flags == "INBOX UNREAD" and meta.folder.name == "INBOX"
+    stored = next(m for m in google.messages.values() if m.id == meta.ref)
+    assert meta.thread_hint == stored.thread_id  # a hint only: matching is by headers
     private = MessageMeta.objects.get(message_id="private@example.com")
     assert not MessageBody.objects.filter(meta=private).exists()  # never read in full (L3)
 

@@ -101,6 +101,9 @@ def test_initial_sync_by_delta_then_following_the_delta_link(outlook, microsoft,
     assert EmailEngagement.objects.filter(message_id="answer-2@example.com").exists()
     private = MessageMeta.objects.get(message_id="private@example.com")
     assert not MessageBody.objects.filter(meta=private).exists()  # never read in full (L3)
+    assert MessageMeta.objects.get(message_id="answer-1@example.com").thread_hint.startswith(
+        "AAQkConv"
+    )
     delta_link = outlook.folders.get(name="Inbox").cursor
     assert "$deltatoken=" in delta_link
 
