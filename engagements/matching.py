@@ -13,6 +13,7 @@ from django.db.models import F, Model, Q
 from django.template.defaultfilters import filesizeformat
 
 from contacts.models import Company, Contact, Deal
+from crm_site.db import any_of
 from mailboxes.models import MessageMeta
 from mailboxes.parsing import ParsedAttachment, parse_message
 from mailboxes.services import BatchContext, replay_messages
@@ -78,7 +79,7 @@ def log_matches(context: BatchContext) -> list[str]:
         return []
     logged = set(
         EmailEngagement.objects.for_team(team)
-        .filter(message_id__in={m.message_id for m in context.messages if m.message_id})
+        .filter(message_id__in=any_of({m.message_id for m in context.messages if m.message_id}))
         .values_list("message_id", flat=True)
     )
     # Match on metadata alone, so replies to replies in the same batch match too, whatever

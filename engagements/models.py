@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from contacts.models import Company, Contact, Deal
+from crm_site.db import any_of
 from crm_site.tenancy import TeamScopedQuerySet
 from teams.models import Team
 
@@ -190,7 +191,7 @@ class Attachment(models.Model):
 class TrackedMessageIdQuerySet(TeamScopedQuerySet):
     def matching(self, message_ids: set[str]) -> TrackedMessageIdQuerySet:
         """The tracked ids among `message_ids`: one indexed query for a whole sync batch."""
-        return self.filter(message_id__in=message_ids)
+        return self.filter(message_id__in=any_of(message_ids))
 
 
 class TrackedMessageId(models.Model):

@@ -195,13 +195,34 @@ def header_fields(get: Callable[[str], str]) -> HeaderFields:
     return fields
 
 
-def _part_text(part: Message) -> str:
+def _part_text(part: Message, charset: str | None) -> str:
     payload = part.get_payload(decode=True) or b""
-    charset = part.get_content_charset() or "utf-8"
     try:
-        return payload.decode(charset, errors="replace")
+        return payload.decode(charset or "utf-8", errors="replace")
     except LookupError:
         return payload.decode("utf-8", errors="replace")
+
+
+def _part_info(part: Message) -> tuple[str, str | None, str | None, str | None]:
+    """(content type, charset, disposition, filename) of a part, as get_content_type(),
+    get_content_charset(), get_content_disposition() and get_filename() give them, but
+    parsing each header once (policy.default parses a header on every access, and a logged
+    reply's parts were read three times over)."""
+    content_type = part.get("content-type")
+    params: dict[str, str] = {}
+    if content_type is None:
+        ctype = part.get_default_type()
+    else:
+        ctype = str(content_type).split(";", 1)[0].strip().lower()
+        if ctype.count("/") != 1:
+            ctype = "text/plain"
+        params = dict(getattr(content_type, "params", {}) or {})
+    disposition_header = part.get("content-disposition")
+    disposition, filename = None, params.get("name")
+    if disposition_header is not None:
+        disposition = str(disposition_header).split(";", 1)[0].strip().lower() or None
+        filename = (getattr(disposition_header, "params", {}) or {}).get("filename") or filename
+    return ctype, params.get("charset"), disposition, filename
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -218,9 +239,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         try:
             if part.is_multipart():
                 continue
-            disposition = part.get_content_disposition()
-            filename = part.get_filename()
-            content_type = part.get_content_type()
+            content_type, charset, disposition, filename = _part_info(part)
             if disposition == "attachment" or (filename and disposition != "inline"):
                 parsed.attachments.append(
                     ParsedAttachment(
@@ -230,9 +249,9 @@ def parse_message(raw: bytes) -> ParsedMessage:
                     )
                 )
             elif content_type == "text/plain" and not parsed.text:
-                parsed.text = _part_text(part)
+                parsed.text = _part_text(part, charset)
             elif content_type == "text/html" and not parsed.html:
-                parsed.html = _part_text(part)
+                parsed.html = _part_text(part, charset)
         except Exception as exc:  # noqa: BLE001 - one broken part must not lose the others
             parsed.problems.append(f"unreadable part ({type(exc).__name__})")
     return parsed

@@ -160,3 +160,28 @@ def test_address_and_word_shortcuts_agree_with_the_email_package_on_the_corpus()
                 shortcut_used += 1
                 assert simple == getaddresses([text]), (path, name, text)
     assert shortcut_used > 200
+
+
+def _part_accessors(part):
+    charset = part.get_content_charset()
+    return (part.get_content_type(), charset, part.get_content_disposition(), part.get_filename())
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not present beside the repo")
+def test_reading_each_part_header_once_equals_the_accessors_on_the_corpus():
+    from email import message_from_bytes, policy
+
+    from mailboxes.parsing import _part_info
+
+    compared = 0
+    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file()):
+        try:
+            parts = list(message_from_bytes(path.read_bytes(), policy=policy.default).walk())
+        except Exception:  # noqa: BLE001, S112 - structures the email package cannot walk
+            continue
+        for part in (p for p in parts if not p.is_multipart()):
+            content_type, charset, disposition, filename = _part_info(part)
+            ours = (content_type, charset.lower() if charset else None, disposition, filename)
+            assert ours == _part_accessors(part), path.relative_to(CORPUS)
+            compared += 1
+    assert compared > 500
