@@ -95,6 +95,14 @@ def load_maildir(server, user: str, count: int, seed: int = 1) -> None:
     client.logout()
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds spent by every process on the machine so far (/proc/stat, Linux)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb() -> float:
     """The largest of this process and its children (the sync's read-ahead child)."""
     usage = (
@@ -203,6 +211,8 @@ def phase_sync(cfg: dict) -> dict:
 
     reset_queries()
     profiler = cProfile.Profile() if cfg.get("profile") else None
+    busy_before = machine_busy_seconds()
+    own_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     with connection.execute_wrapper(_count_queries):
         if profiler:
@@ -214,8 +224,15 @@ def phase_sync(cfg: dict) -> dict:
             profiler.disable()
             profiler.dump_stats(cfg["profile"])
     wall = time.perf_counter() - started
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "wall": wall,
+        # CPU seconds: this process, its read-ahead child, and the whole machine (with the
+        # database and mail servers): near 2 x wall on two cores means CPU-bound.
+        "cpu": round(own.ru_utime + own.ru_stime - own_before.ru_utime - own_before.ru_stime, 2),
+        "cpu_child": round(child.ru_utime + child.ru_stime, 2),
+        "cpu_machine": round(machine_busy_seconds() - busy_before, 2),
         "new": result.new_messages,
         "error": result.error,
         "queries": _count_queries.count,
