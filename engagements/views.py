@@ -193,6 +193,33 @@ def _initial(
     return initial
 
 
+def _draft(team: Team, record: models.Model, data: dict, reply_to: EmailEngagement | None) -> Draft:
+    """The compose form's data as a Draft, logged on the record it was written from and on
+    every recipient who is a contact."""
+    to_addresses = list(dict.fromkeys([*data["to_contacts"], *data["to_other"]]))
+    recipients = _contacts_by_address(team, [*to_addresses, *data["cc"], *data["bcc"]])
+    on_contacts = {c.pk: c for c in recipients.values()}
+    if isinstance(record, Contact):
+        on_contacts.setdefault(record.pk, record)
+
+    def address(email: str) -> Address:
+        return Address(email, recipients[email].full_name if email in recipients else "")
+
+    return Draft(
+        to=[address(a) for a in to_addresses],
+        cc=[address(a) for a in data["cc"]],
+        bcc=[Address(a) for a in data["bcc"]],
+        subject=data["subject"],
+        body=data["body"],
+        html=richtext.to_html(data["body"]) if data["formatting"] else "",
+        attachments=data["attachments"],
+        reply_to=reply_to,
+        contacts=list(on_contacts.values()),
+        companies=[record] if isinstance(record, Company) else [],
+        deals=[record] if isinstance(record, Deal) else [],
+    )
+
+
 @team_member_required
 def compose(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
     """Write an email from a record's page: "New email" (a new thread, no old references)
@@ -228,31 +255,7 @@ def compose(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
         request.POST or None, request.FILES or None, contact_choices=choices, initial=initial
     )
     if request.method == "POST" and not reason and form.is_valid():
-        data = form.cleaned_data
-        to_addresses = list(dict.fromkeys([*data["to_contacts"], *data["to_other"]]))
-        everyone = [*to_addresses, *data["cc"], *data["bcc"]]
-        recipients = _contacts_by_address(team, everyone)
-        # Logged on the record it was written from and on every recipient who is a contact.
-        on_contacts = {c.pk: c for c in recipients.values()}
-        if isinstance(record, Contact):
-            on_contacts.setdefault(record.pk, record)
-
-        def address(email: str) -> Address:
-            return Address(email, recipients[email].full_name if email in recipients else "")
-
-        draft = Draft(
-            to=[address(a) for a in to_addresses],
-            cc=[address(a) for a in data["cc"]],
-            bcc=[Address(a) for a in data["bcc"]],
-            subject=data["subject"],
-            body=data["body"],
-            html=richtext.to_html(data["body"]) if data["formatting"] else "",
-            attachments=data["attachments"],
-            reply_to=reply_to,
-            contacts=list(on_contacts.values()),
-            companies=[record] if isinstance(record, Company) else [],
-            deals=[record] if isinstance(record, Deal) else [],
-        )
+        draft = _draft(team, record, form.cleaned_data, reply_to)
         try:
             engagement = queue_email(team=team, user=request.user, mailbox=mailbox, draft=draft)
         except SendError as exc:
