@@ -9,6 +9,7 @@ import pytest
 import time_machine
 from django.core.files.base import ContentFile
 from django.core.management import call_command
+from django.db import connection
 
 from engagements.models import Attachment, EmailEngagement, Thread, TrackedMessageId
 from engagements.purge import erase_team, purge
@@ -182,3 +183,38 @@ def test_team_deleted_in_the_admin_loses_its_files_too(team):
     team.delete()
 
     assert not os.path.exists(path)
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="the in-memory SQLite test database (shared cache) refuses a second writer instead "
+    "of waiting; concurrency is checked on PostgreSQL",
+)
+def test_two_purges_at_once_erase_each_row_once(team):
+    import threading
+
+    for n in range(12):
+        synced_message(team, stored_at=T0 - timedelta(days=n))
+    for _ in range(6):
+        deleted_email(team)
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append({r.rule: r.rows for r in purge(now=T0 + timedelta(days=200),
+                                                          batch_size=3)})  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sum(r["R4"] for r in results) == 12 and sum(r["R2"] for r in results) == 6
+    assert not MessageMeta.objects.exists() and not EmailEngagement.objects.exists()
+    assert not Attachment.objects.exists()
