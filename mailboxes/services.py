@@ -449,7 +449,8 @@ def replay_messages(messages: list[MessageMeta], on_batch: OnBatch) -> None:
     """Run the batch callback again over messages already synced, folder by folder, with a
     connection to read them (for threads tracked after their replies arrived).
 
-    A provider failure is recorded on its mailbox and the other mailboxes go on.
+    A provider failure is recorded on its mailbox (SPEC D1, as for a sync) and the other
+    mailboxes go on.
     """
     by_folder: dict[int, list[MessageMeta]] = {}
     for meta in messages:
@@ -465,9 +466,7 @@ def replay_messages(messages: list[MessageMeta], on_batch: OnBatch) -> None:
                     BatchContext(mailbox=mailbox, folder=folder, messages=items, provider=provider)
                 )
         except ProviderError as exc:
-            Mailbox.objects.filter(pk=mailbox.pk).update(
-                last_error=exc.message, last_error_at=timezone.now()
-            )
+            record_failure(mailbox, exc)  # the same causes as a sync: revoked access disconnects
 
 
 def send_message(
