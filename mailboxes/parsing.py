@@ -7,7 +7,7 @@ is left empty and named in `problems`, so the message is still stored and the re
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -154,6 +154,24 @@ def header_values(head: bytes) -> dict[str, str]:
         else:
             current = None
     return {key: " ".join(_decode_bytes(b" ".join(parts)).split()) for key, parts in found.items()}
+
+
+def parse_header_list(pairs: Iterable[tuple[str, str]]) -> HeaderFields:
+    """HeaderFields from (name, value) pairs, as the Gmail and Graph APIs give headers: read
+    by the same parser as raw IMAP headers, so every provider reads them alike."""
+    block = "".join(f"{name}: {value}\r\n" for name, value in pairs if value)
+    return parse_headers(block.encode("utf-8", "replace"))
+
+
+def with_bcc_header(raw: bytes, recipients: Iterable[str]) -> bytes:
+    """The message with a Bcc header naming the recipients its To and Cc do not: for APIs
+    that take their recipients from the message (Gmail, Graph), which drop Bcc on delivery.
+    (Over SMTP, Bcc stays in the envelope only.)"""
+    headers = message_from_bytes(raw, policy=policy.compat32)
+    shown = [str(value) for name in ("To", "Cc") for value in headers.get_all(name, [])]
+    visible = {address.lower() for _name, address in getaddresses(shown)}
+    hidden = [r for r in recipients if r.lower() not in visible]
+    return f"Bcc: {', '.join(hidden)}\r\n".encode() + raw if hidden else raw
 
 
 def parse_headers(raw: bytes) -> HeaderFields:

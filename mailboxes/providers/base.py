@@ -91,10 +91,6 @@ class MailProvider(Protocol):
         first run); raise ProviderError."""
         ...
 
-    def fetch_full(self, folder: str, ref: str) -> bytes:
-        """The raw RFC 822 bytes of one message, read without changing its flags."""
-        ...
-
     def fetch_many(self, folder: str, refs: list[str]) -> dict[str, bytes]:
         """Several raw messages in one request, by ref; refs gone from the server are missing."""
         ...

@@ -19,8 +19,6 @@ import base64
 import json
 import socket
 from datetime import UTC, date, datetime
-from email import message_from_bytes, policy
-from email.utils import getaddresses
 from typing import Any
 
 import google_auth_httplib2
@@ -32,7 +30,7 @@ from googleapiclient.discovery_cache import get_static_doc
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
-from ..parsing import parse_headers
+from ..parsing import parse_header_list, parse_headers, with_bcc_header
 from .base import (
     AccessRevoked,
     Batch,
@@ -81,7 +79,6 @@ class GmailProvider:
         self._token_at_start = self._credentials.token
         self._service: Any = None
         self._pending: dict[str, list[str]] = {}  # ids still to read, per label
-        self.requests = 0  # HTTP requests made (the benchmark reports them)
 
     def __enter__(self) -> GmailProvider:
         return self
@@ -102,7 +99,6 @@ class GmailProvider:
         return self._service
 
     def _execute(self, request: Any) -> Any:
-        self.requests += 1
         try:
             if isinstance(request, BatchHttpRequest):
                 return request.execute()
@@ -124,9 +120,6 @@ class GmailProvider:
             inbox="INBOX",
             sent_folder="SENT",
         )
-
-    def check_smtp(self) -> None:
-        """Sending goes through the same API and token: nothing more to check."""
 
     def updated_credentials(self) -> dict[str, Any] | None:
         if self._credentials.token == self._token_at_start:
@@ -249,12 +242,6 @@ class GmailProvider:
         found = self._batch_get(ids, format="metadata", metadataHeaders=METADATA_HEADERS)
         return [meta_from_gmail(folder, found[mid]) for mid in ids if mid in found]
 
-    def fetch_full(self, folder: str, ref: str) -> bytes:
-        raw = self.fetch_many(folder, [ref]).get(ref)
-        if raw is None:
-            raise ServerUnavailable(f"Message {ref} is no longer in Gmail.")
-        return raw
-
     def fetch_many(self, folder: str, refs: list[str]) -> dict[str, bytes]:
         found = self._batch_get(list(refs), format="raw")
         return {mid: _unb64url(found[mid]["raw"]) for mid in refs if mid in found}
@@ -263,14 +250,8 @@ class GmailProvider:
     def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
         """messages.send with our MIME; Bcc recipients go in a Bcc header, which Gmail removes
         from what the others receive. A reply carries its Gmail thread."""
-        headers = message_from_bytes(raw, policy=policy.compat32)
-        visible = {a.lower() for _n, a in getaddresses(
-            [str(v) for k in ("To", "Cc") for v in headers.get_all(k, [])])}  # fmt: skip
-        hidden = [r for r in recipients if r.lower() not in visible]
-        if hidden:
-            raw = f"Bcc: {', '.join(hidden)}\r\n".encode() + raw
-        body: dict[str, Any] = {"raw": _b64url(raw)}
-        parent = str(headers.get("In-Reply-To", "")).strip().strip("<>")
+        body: dict[str, Any] = {"raw": _b64url(with_bcc_header(raw, recipients))}
+        parent = parse_headers(raw).in_reply_to
         if parent:
             listing = self._execute(
                 self.service.users().messages().list(userId="me", q=f"rfc822msgid:{parent}")
@@ -328,8 +309,7 @@ def meta_from_gmail(folder: str, message: dict[str, Any]) -> MessageMeta:
     """MessageMeta from a `format=metadata` message: its header list goes through the same
     header parser as IMAP's, so both providers read headers the same way."""
     headers = message.get("payload", {}).get("headers", [])
-    block = "".join(f"{h['name']}: {h['value']}\r\n" for h in headers).encode("utf-8", "replace")
-    fields = parse_headers(block)
+    fields = parse_header_list((h["name"], h["value"]) for h in headers)
     received = datetime.fromtimestamp(int(message.get("internalDate", 0)) / 1000, tz=UTC)
     return MessageMeta(
         folder=folder, ref=message["id"], message_id=fields.message_id,

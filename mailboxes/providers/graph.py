@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, date, datetime, timedelta
-from email import message_from_bytes, policy
-from email.utils import getaddresses
 from typing import Any
 from urllib.parse import quote
 
@@ -27,7 +25,7 @@ import requests
 from O365 import Account, MSGraphProtocol
 from O365.utils.token import MemoryTokenBackend
 
-from ..parsing import parse_headers
+from ..parsing import parse_header_list, with_bcc_header
 from .base import (
     AccessRevoked,
     Batch,
@@ -127,7 +125,6 @@ class GraphProvider:
         )  # fmt: skip
         self.con = self.account.con
         self.service = self.account.protocol.service_url.rstrip("/")  # .../v1.0
-        self.requests = 0
 
     def __enter__(self) -> GraphProvider:
         return self
@@ -137,7 +134,6 @@ class GraphProvider:
             self.con.session.close()
 
     def _call(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        self.requests += 1
         try:
             if self._tokens.expires_at <= datetime.now(UTC) + REFRESH_AHEAD:
                 # Refresh before it expires rather than after a 401.
@@ -166,9 +162,6 @@ class GraphProvider:
             inbox="Inbox",
             sent_folder="SentItems",
         )
-
-    def check_smtp(self) -> None:
-        """Sending goes through Graph with the same token: nothing more to check."""
 
     def updated_credentials(self) -> dict[str, Any] | None:
         if not self._tokens.changed:
@@ -207,12 +200,6 @@ class GraphProvider:
         return Batch(messages=metas, cursor=json.dumps({"delta": page["@odata.deltaLink"]}),
                      done=True)  # fmt: skip
 
-    def fetch_full(self, folder: str, ref: str) -> bytes:
-        raw = self.fetch_many(folder, [ref]).get(ref)
-        if raw is None:
-            raise ServerUnavailable(f"Message {ref} is no longer in the mailbox.")
-        return raw
-
     def fetch_many(self, folder: str, refs: list[str]) -> dict[str, bytes]:
         found = {}
         for ref in refs:
@@ -227,12 +214,7 @@ class GraphProvider:
     def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
         """sendMail with our MIME (base64); Bcc recipients go in a Bcc header, which
         Exchange removes from what the others receive."""
-        headers = message_from_bytes(raw, policy=policy.compat32)
-        visible = {a.lower() for _n, a in getaddresses(
-            [str(v) for k in ("To", "Cc") for v in headers.get_all(k, [])])}  # fmt: skip
-        hidden = [r for r in recipients if r.lower() not in visible]
-        if hidden:
-            raw = f"Bcc: {', '.join(hidden)}\r\n".encode() + raw
+        raw = with_bcc_header(raw, recipients)
         self._call("post", f"{self.service}/me/sendMail", data=base64.b64encode(raw),
                    headers={"Content-type": "text/plain"})  # fmt: skip
 
@@ -286,8 +268,7 @@ def meta_from_graph(folder: str, item: dict[str, Any]) -> MessageMeta:
                    ("Cc", ", ".join(_address(p) for p in item.get("ccRecipients", []))),
                    ("Subject", item.get("subject") or ""),
                    ("Message-ID", item.get("internetMessageId") or "")]  # fmt: skip
-    block = "".join(f"{name}: {value}\r\n" for name, value in headers if value)
-    fields = parse_headers(block.encode("utf-8", "replace"))
+    fields = parse_header_list(headers)
     received = item.get("receivedDateTime")
     return MessageMeta(
         folder=folder, ref=item["id"], message_id=fields.message_id,

@@ -409,12 +409,6 @@ class ImapProvider:
                 metas[int(meta.ref)] = meta
         return [metas[uid] for uid in sorted(metas)]
 
-    def fetch_full(self, folder: str, ref: str) -> bytes:
-        raw = self.fetch_many(folder, [ref]).get(ref)
-        if raw is None:
-            raise ServerUnavailable(f"Message {ref} is no longer in {folder}.")
-        return raw
-
     def fetch_many(self, folder: str, refs: list[str]) -> dict[str, bytes]:
         """Raw messages by ref, in one FETCH, read with BODY.PEEK (flags untouched). Refs no
         longer on the server are missing from the result."""

@@ -235,7 +235,8 @@ def test_reading_never_changes_flags_or_uids(dovecot, smtp_server, account):
 
     with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
         batch = provider.changes("INBOX", None, 10, SINCE)
-        raw = provider.fetch_full("INBOX", batch.messages[0].ref)
+        ref = batch.messages[0].ref
+        raw = provider.fetch_many("INBOX", [ref])[ref]
 
     assert b"Subject: unread" in raw
     assert mailbox.state() == before
