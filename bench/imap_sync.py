@@ -20,18 +20,17 @@ from __future__ import annotations
 import argparse
 import cProfile
 import imaplib
-import json
 import os
 import random
 import resource
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from phases import ROOT, run_phase, serve_phase, setup_django  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 
 ITEMS = (
@@ -103,15 +102,6 @@ def machine_busy_seconds() -> float:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mb() -> float:
-    """The largest of this process and its children (the sync's read-ahead child)."""
-    usage = (
-        resource.getrusage(who).ru_maxrss
-        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-    )
-    return max(usage) / 1024
-
-
 # -- phases (each runs in a child process) ---------------------------------------------------
 
 
@@ -155,17 +145,9 @@ def phase_imapclient(cfg: dict) -> dict:
     return {"wall": wall, "messages": count}
 
 
-def _django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm_site.settings")
-    os.environ["CRM_ALLOW_PLAINTEXT_LOOPBACK"] = "true"
-    import django
-
-    django.setup()
-
-
 def phase_setup(cfg: dict) -> dict:
     """Create a team, a tracked thread and the connected mailbox (not timed)."""
-    _django()
+    setup_django(CRM_ALLOW_PLAINTEXT_LOOPBACK="true")
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
@@ -201,7 +183,7 @@ def phase_setup(cfg: dict) -> dict:
 
 
 def phase_sync(cfg: dict) -> dict:
-    _django()
+    setup_django(CRM_ALLOW_PLAINTEXT_LOOPBACK="true")
     from django.db import connection, reset_queries
 
     from engagements.matching import log_matches
@@ -251,7 +233,7 @@ _count_queries.count = 0
 
 def phase_reset(cfg: dict) -> dict:
     """Forget the metadata read so far (as `manage.py resync` does)."""
-    _django()
+    setup_django(CRM_ALLOW_PLAINTEXT_LOOPBACK="true")
     from mailboxes.models import Mailbox
     from mailboxes.services import reset_sync_state
 
@@ -281,18 +263,6 @@ PHASES = {
 }
 
 
-def run_phase(name: str, cfg: dict) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--phase", name, "--config", json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"phase {name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
@@ -303,9 +273,7 @@ def main() -> None:
     parser.add_argument("--config")
     args = parser.parse_args()
     if args.phase:
-        result = PHASES[args.phase](json.loads(args.config))
-        result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-        print(json.dumps(result))
+        serve_phase(PHASES, args.phase, args.config)
         return
 
     from tests.servers.dovecot import DovecotServer
@@ -320,21 +288,21 @@ def main() -> None:
             cfg = {"host": server.host, "port": server.port, "user": user, "password": password,
                    "smtp_host": smtp.host, "smtp_port": smtp.port}  # fmt: skip
             results = {}
-            results["a"] = run_phase("raw", cfg)
-            results["a'"] = run_phase("imapclient", cfg)
-            cfg.update(run_phase("setup", cfg))
+            results["a"] = run_phase(__file__, "raw", cfg)
+            results["a'"] = run_phase(__file__, "imapclient", cfg)
+            cfg.update(run_phase(__file__, "setup", cfg))
             profile = {}
             if args.profile:
                 Path(args.profile).mkdir(parents=True, exist_ok=True)
                 profile = {k: f"{args.profile}/{k}.pstats" for k in ("b0", "b")}
             results["b0"] = run_phase(
-                "sync", {**cfg, "metadata_only": True, "profile": profile.get("b0")}
+                __file__, "sync", {**cfg, "metadata_only": True, "profile": profile.get("b0")}
             )
-            run_phase("reset", cfg)
-            results["b"] = run_phase("sync", {**cfg, "profile": profile.get("b")})
-            results["c"] = run_phase("sync", cfg)
-            run_phase("append", {**cfg, "new": 100})
-            results["d"] = run_phase("sync", cfg)
+            run_phase(__file__, "reset", cfg)
+            results["b"] = run_phase(__file__, "sync", {**cfg, "profile": profile.get("b")})
+            results["c"] = run_phase(__file__, "sync", cfg)
+            run_phase(__file__, "append", {**cfg, "new": 100})
+            results["d"] = run_phase(__file__, "sync", cfg)
     report(args.messages, results)
 
 

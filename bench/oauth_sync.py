@@ -18,40 +18,25 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import random
-import resource
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+from phases import ROOT, run_phase, serve_phase, setup_django  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 from imap_sync import TRACKED, generate  # noqa: E402 - the same messages as the IMAP benchmark
 
 KINDS = ("gmail", "graph")
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _django(env: dict[str, str]) -> None:
-    os.environ.update(env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm_site.settings")
-    import django
-
-    django.setup()
-
-
 def phase_setup(cfg: dict) -> dict:
     """A team with tracked threads and one connected mailbox per provider (not timed)."""
-    _django(cfg["env"])
+    setup_django(**cfg["env"])
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
@@ -78,7 +63,7 @@ def phase_setup(cfg: dict) -> dict:
 
 
 def phase_sync(cfg: dict) -> dict:
-    _django(cfg["env"])
+    setup_django(**cfg["env"])
     from engagements.matching import log_matches
     from engagements.models import EmailEngagement
     from mailboxes.models import MessageMeta
@@ -115,16 +100,6 @@ def phase_floor(cfg: dict) -> dict:
 PHASES = {"setup": phase_setup, "sync": phase_sync, "floor": phase_floor}
 
 
-def run_phase(name: str, cfg: dict) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--phase", name, "--config", json.dumps(cfg)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(f"phase {name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
@@ -132,9 +107,7 @@ def main() -> None:
     parser.add_argument("--config")
     args = parser.parse_args()
     if args.phase:
-        result = PHASES[args.phase](json.loads(args.config))
-        result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-        print(json.dumps(result))
+        serve_phase(PHASES, args.phase, args.config)
         return
 
     from tests.servers.fake_google import FakeGoogle
@@ -165,15 +138,15 @@ def main() -> None:
             expires = datetime.fromtimestamp(time.time() + 3600, UTC).isoformat()
             tokens = {"access_token": access, "refresh_token": refresh, "expires_at": expires}
             cfg[kind] = {"email": fake.email, "tokens": tokens}
-        mailboxes = run_phase("setup", cfg)["mailboxes"]
+        mailboxes = run_phase(__file__, "setup", cfg)["mailboxes"]
         results = {}
         for kind, fake in fakes.items():
             fake.recorded = []
-            synced = run_phase("sync", {**cfg, "mailbox_id": mailboxes[kind]})
+            synced = run_phase(__file__, "sync", {**cfg, "mailbox_id": mailboxes[kind]})
             recorded, fake.recorded = fake.recorded, None
             path = Path(f"/tmp/threadline-bench-{kind}-requests.json")
             path.write_text(json.dumps([(m, t, h, b.decode("latin-1")) for m, t, h, b in recorded]))
-            floor = run_phase("floor", {"recorded": str(path), "base": fake.base})
+            floor = run_phase(__file__, "floor", {"recorded": str(path), "base": fake.base})
             path.unlink()
             results[kind] = (synced, floor)
     report(args.messages, results)

@@ -12,31 +12,16 @@ Run with `bash bench/run_purge.sh [--metadata N] [--bodies M]` (starts a tempora
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from phases import ROOT, run_phase, serve_phase, setup_django  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 
 
-def _django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm_site.settings")
-    import django
-
-    django.setup()
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def phase_load(cfg: dict) -> dict:
-    _django()
+    setup_django()
     from django.contrib.auth import get_user_model
     from django.db import connection
 
@@ -63,12 +48,12 @@ def phase_load(cfg: dict) -> dict:
             cursor.execute(
                 f"""INSERT INTO {meta} (team_id, mailbox_id, folder_id, ref, message_id,
                     in_reply_to, "references", from_name, from_address, "to", cc, subject,
-                    sent_at, received_at, size, flags, problems, created_at)
+                    sent_at, received_at, size, flags, problems, thread_hint, created_at)
                 SELECT %s, %s, %s, g::text, 'bench-' || g || '@example.com', '', '',
                     'Ada Lovelace', 'ada@example.com',
                     '[{{"name": "Owner", "email": "owner@example.com"}}]', '[]',
                     'Message ' || g, now() - %s::interval, now() - %s::interval, 4096,
-                    '\\Seen', '', now() - %s::interval
+                    '\\Seen', '', '', now() - %s::interval
                 FROM generate_series(%s, %s) AS g""",
                 [team.pk, mailbox.pk, folder.pk, age, age, age, first, first + count - 1],
             )
@@ -100,7 +85,7 @@ def phase_load(cfg: dict) -> dict:
 
 
 def phase_purge(cfg: dict) -> dict:
-    _django()
+    setup_django()
     from engagements.purge import purge
     from mailboxes.models import MessageBody, MessageMeta
 
@@ -118,16 +103,6 @@ def phase_purge(cfg: dict) -> dict:
 PHASES = {"load": phase_load, "purge": phase_purge}
 
 
-def run_phase(name: str, cfg: dict) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--phase", name, "--config", json.dumps(cfg)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(f"phase {name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metadata", type=int, default=1_000_000)
@@ -136,19 +111,17 @@ def main() -> None:
     parser.add_argument("--config")
     args = parser.parse_args()
     if args.phase:
-        result = PHASES[args.phase](json.loads(args.config))
-        result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-        print(json.dumps(result))
+        serve_phase(PHASES, args.phase, args.config)
         return
 
     cfg = {"metadata": args.metadata, "bodies": args.bodies}
-    loaded = run_phase("load", cfg)
+    loaded = run_phase(__file__, "load", cfg)
     print(
         f"loaded {loaded['metadata']:,} metadata rows and {loaded['bodies']:,} cached bodies "
         f"in {loaded['load_wall']:.1f} s"
     )
-    dry = run_phase("purge", {**cfg, "dry_run": True})
-    real = run_phase("purge", {**cfg, "dry_run": False})
+    dry = run_phase(__file__, "purge", {**cfg, "dry_run": True})
+    real = run_phase(__file__, "purge", {**cfg, "dry_run": False})
     erased = real["rules"]["R3"] + real["rules"]["R4"]
     print(f"\nRetention purge benchmark ({args.metadata:,} expired metadata rows, "
           f"{args.bodies:,} expired cached bodies, PostgreSQL)")  # fmt: skip
