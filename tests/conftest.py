@@ -6,21 +6,15 @@ import os
 
 import pytest
 from django.test import Client
-from django.utils import timezone
 
-from engagements.services import Address, EmailData, log_email
 from mailboxes.services import connect_mailbox
 from teams.models import Membership
 
 from .factories import (
-    CompanyFactory,
-    ContactEmailFactory,
-    ContactFactory,
-    DealFactory,
     MembershipFactory,
     TeamFactory,
 )
-from .mailboxes.helpers import SENT_ID, UserMailbox
+from .mailboxes.helpers import UserMailbox, track_proposal
 
 # Playwright's sync API runs an event loop in the main thread; the ORM calls made by the test
 # body and by pytest-django never run concurrently with it.
@@ -154,23 +148,4 @@ def connected(mail_settings, dovecot, smtp_server, account, team, owner):
 @pytest.fixture
 def tracked(team, connected):
     """An email sent from the CRM to Ada, logged on her contact, company and deal."""
-    company = CompanyFactory(team=team)
-    contact = ContactFactory(team=team, company=company)
-    ContactEmailFactory(contact=contact, email="ada@example.com")
-    deal = DealFactory(team=team)
-    log_email(
-        team=team,
-        email=EmailData(
-            message_id=SENT_ID,
-            sender=Address(connected.email_address),
-            to=(Address("ada@example.com", "Ada"),),
-            subject="Proposal",
-            sent_at=timezone.now(),
-        ),
-        direction="out",
-        source="crm",
-        contacts=[contact],
-        companies=[company],
-        deals=[deal],
-    )
-    return contact, company, deal
+    return track_proposal(team, connected)

@@ -14,9 +14,7 @@ from tests.servers.fake_google import FakeGoogle
 @pytest.fixture
 def google(settings, monkeypatch):
     with FakeGoogle() as fake:
-        oauth = {"client_id": fake.client_id, "client_secret": fake.client_secret,
-                 "token_uri": f"{fake.base}/token", "api_root": f"{fake.base}/"}  # fmt: skip
-        settings.CRM_OAUTH = {"gmail": oauth}
+        settings.CRM_OAUTH = {"gmail": fake.crm_oauth}
         app = {"client_id": fake.client_id, "secret": fake.client_secret}
         providers = settings.SOCIALACCOUNT_PROVIDERS
         settings.SOCIALACCOUNT_PROVIDERS = {

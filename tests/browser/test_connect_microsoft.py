@@ -13,11 +13,7 @@ from tests.servers.fake_microsoft import FakeMicrosoft
 @pytest.fixture
 def microsoft(settings):
     with FakeMicrosoft() as fake:
-        settings.CRM_OAUTH = {
-            "graph": {"client_id": fake.client_id, "client_secret": fake.client_secret,
-                      "token_uri": f"{fake.base}/common/oauth2/v2.0/token",
-                      "api_root": f"{fake.base}/"},
-        }  # fmt: skip
+        settings.CRM_OAUTH = {"graph": fake.crm_oauth}
         # allauth reads Microsoft's endpoints from the app settings on every request.
         endpoints = {"tenant": "common", "login_url": fake.base, "graph_url": fake.base}
         app = {"client_id": fake.client_id, "secret": fake.client_secret, "settings": endpoints}

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from django.utils import timezone
 from imapclient import IMAPClient
+
+from engagements.matching import log_matches
+from engagements.services import Address, EmailData, log_email
+from mailboxes.services import connect_mailbox, sync_mailbox
+from tests.factories import CompanyFactory, ContactEmailFactory, ContactFactory, DealFactory
 
 SENT_ID = "sent-1@threadline.test"  # the tracked email of the `tracked` fixture
 
@@ -92,3 +98,45 @@ def reply(n=1, parent=SENT_ID, **kwargs):
         references=[SENT_ID] if parent == SENT_ID else [SENT_ID, parent],
         **kwargs,
     )
+
+
+def track_proposal(team, mailbox):
+    """An email sent from the CRM through `mailbox` to Ada, logged on her contact, company
+    and deal: the tracked thread that reply() answers. Returns (contact, company, deal)."""
+    company = CompanyFactory(team=team)
+    contact = ContactFactory(team=team, company=company)
+    ContactEmailFactory(contact=contact, email="ada@example.com")
+    deal = DealFactory(team=team)
+    log_email(
+        team=team,
+        email=EmailData(
+            message_id=SENT_ID,
+            sender=Address(mailbox.email_address),
+            to=(Address("ada@example.com", "Ada"),),
+            subject="Proposal",
+            sent_at=timezone.now(),
+        ),
+        direction="out",
+        source="crm",
+        contacts=[contact],
+        companies=[company],
+        deals=[deal],
+    )
+    return contact, company, deal
+
+
+def connect_oauth(fake, kind, team, owner):
+    """Connect `kind` (gmail, graph) with tokens the fake issued, valid for an hour."""
+    access, refresh = fake.issue_tokens()
+    expires = (timezone.now() + timedelta(hours=1)).isoformat()
+    return connect_mailbox(
+        team=team, owner=owner, kind=kind, email_address=fake.email, provider_settings={},
+        credentials={"access_token": access, "refresh_token": refresh, "expires_at": expires},
+    )  # fmt: skip
+
+
+def sync(mailbox, **kwargs):
+    """Sync with the real matcher; `mailbox` is refreshed (state, checkpoints, credentials)."""
+    result = sync_mailbox(mailbox.pk, on_batch=log_matches, **kwargs)
+    mailbox.refresh_from_db()
+    return result

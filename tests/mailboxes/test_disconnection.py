@@ -8,21 +8,14 @@ import time_machine
 from django.urls import reverse
 from django.utils import timezone
 
-from engagements.matching import log_matches
 from engagements.models import EmailEngagement
 from engagements.sending import Draft, SendError, queue_email
 from engagements.services import Address
 from mailboxes.models import Mailbox
-from mailboxes.services import connect_mailbox, sync_mailbox
-from tests.mailboxes.helpers import SENT_ID, UserMailbox, reply
+from mailboxes.services import connect_mailbox
+from tests.mailboxes.helpers import SENT_ID, UserMailbox, reply, sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def sync(mailbox):
-    result = sync_mailbox(mailbox.pk, on_batch=log_matches)
-    mailbox.refresh_from_db()
-    return result
 
 
 def test_changed_password_disconnects_at_once_and_tells_the_owner_once(

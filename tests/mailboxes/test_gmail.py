@@ -9,66 +9,31 @@ from django.utils import timezone
 from engagements.matching import log_matches
 from engagements.models import EmailEngagement
 from engagements.sending import Draft, queue_email
-from engagements.services import Address, EmailData, log_email
+from engagements.services import Address
 from mailboxes.crypto import Secret
 from mailboxes.models import Mailbox, MessageBody, MessageMeta
-from mailboxes.services import connect_mailbox, sync_mailbox
-from tests.factories import ContactEmailFactory, ContactFactory
-from tests.mailboxes.helpers import build_email
+from mailboxes.services import sync_mailbox
+from tests.mailboxes.helpers import build_email, connect_oauth, reply, sync, track_proposal
 from tests.servers.fake_google import FakeGoogle
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-TRACKED = "offer-1@threadline.test"
 
 
 @pytest.fixture
 def google(settings):
     with FakeGoogle() as fake:
-        settings.CRM_OAUTH = {
-            "gmail": {
-                "client_id": fake.client_id,
-                "client_secret": fake.client_secret,
-                "token_uri": f"{fake.base}/token",
-                "api_root": f"{fake.base}/",
-            }
-        }
+        settings.CRM_OAUTH = {"gmail": fake.crm_oauth}
         yield fake
 
 
 @pytest.fixture
 def gmail(google, team, owner):
-    access, refresh = google.issue_tokens()
-    return connect_mailbox(
-        team=team, owner=owner, kind="gmail", email_address=google.email, provider_settings={},
-        credentials={"access_token": access, "refresh_token": refresh,
-                     "expires_at": (timezone.now() + timedelta(hours=1)).isoformat()},
-    )  # fmt: skip
+    return connect_oauth(google, "gmail", team, owner)
 
 
 @pytest.fixture
 def ada(team, gmail):
-    contact = ContactFactory(team=team, first_name="Ada")
-    ContactEmailFactory(contact=contact, email="ada@example.com", is_primary=True)
-    log_email(
-        team=team,
-        email=EmailData(message_id=TRACKED, sender=Address(gmail.email_address),
-                        to=(Address("ada@example.com"),), subject="Offer",
-                        sent_at=timezone.now()),
-        direction="out", source="crm", contacts=[contact],
-    )  # fmt: skip
-    return contact
-
-
-def answer(n, parent=TRACKED, **kwargs):
-    return build_email(subject="Re: Offer", message_id=f"answer-{n}@example.com",
-                       in_reply_to=parent, references=[parent], **kwargs)  # fmt: skip
-
-
-def sync(mailbox, **kwargs):
-    result = sync_mailbox(mailbox.pk, on_batch=log_matches, **kwargs)
-    mailbox.refresh_from_db()
-    return result
+    return track_proposal(team, gmail)[0]
 
 
 def test_connect_checks_the_token_and_keeps_it_encrypted(gmail, google):
@@ -81,7 +46,7 @@ def test_connect_checks_the_token_and_keeps_it_encrypted(gmail, google):
 
 
 def test_initial_sync_reads_60_days_and_logs_only_tracked_replies(gmail, google, ada):
-    google.add_message(answer(1, text="Yes, please."))
+    google.add_message(reply(1, text="Yes, please."))
     google.add_message(build_email(subject="Private", message_id="private@example.com"))
     old = timezone.now() - timedelta(days=70)
     google.add_message(build_email(message_id="old@example.com", date=old), when=old.timestamp())
@@ -90,12 +55,12 @@ def test_initial_sync_reads_60_days_and_logs_only_tracked_replies(gmail, google,
 
     assert result.error == ""
     assert sorted(MessageMeta.objects.values_list("message_id", flat=True)) == [
-        "answer-1@example.com", "private@example.com",
+        "private@example.com", "reply-1@example.com",
     ]  # fmt: skip
-    logged = EmailEngagement.objects.get(message_id="answer-1@example.com")
+    logged = EmailEngagement.objects.get(message_id="reply-1@example.com")
     assert logged.body_text.strip() == "Yes, please."
     assert list(logged.contacts.all()) == [ada]
-    meta = MessageMeta.objects.get(message_id="answer-1@example.com")
+    meta = MessageMeta.objects.get(message_id="reply-1@example.com")
     assert meta.flags == "INBOX UNREAD" and meta.folder.name == "INBOX"
     stored = next(m for m in google.messages.values() if m.id == meta.ref)
     assert meta.thread_hint == stored.thread_id  # a hint only: matching is by headers
@@ -107,28 +72,28 @@ def test_later_syncs_follow_the_history(gmail, google, ada):
     listing = ("GET", "/gmail/v1/users/me/messages")
     sync(gmail)
     assert google.log.count(listing) == 2  # the first sync lists INBOX and SENT
-    google.add_message(answer(2))
+    google.add_message(reply(2))
 
     result = sync(gmail)
 
     assert result.new_messages == 1
-    assert EmailEngagement.objects.filter(message_id="answer-2@example.com").exists()
+    assert EmailEngagement.objects.filter(message_id="reply-2@example.com").exists()
     assert google.log.count(("GET", "/gmail/v1/users/me/history")) == 2  # INBOX and SENT
     assert google.log.count(listing) == 2  # no listing again
 
 
 def test_expired_history_rereads_cleanly_without_duplicates(gmail, google, ada):
-    google.add_message(answer(3))
+    google.add_message(reply(3))
     sync(gmail)
-    google.add_message(answer(4))
+    google.add_message(reply(4))
     google.forget_history_before(google.history_id + 1)
 
     result = sync(gmail)
 
     assert result.error == ""
-    assert MessageMeta.objects.filter(message_id="answer-3@example.com").count() == 1
-    assert EmailEngagement.objects.filter(message_id="answer-3@example.com").count() == 1
-    assert EmailEngagement.objects.filter(message_id="answer-4@example.com").exists()
+    assert MessageMeta.objects.filter(message_id="reply-3@example.com").count() == 1
+    assert EmailEngagement.objects.filter(message_id="reply-3@example.com").count() == 1
+    assert EmailEngagement.objects.filter(message_id="reply-4@example.com").exists()
 
 
 def test_an_expired_access_token_is_refreshed_and_kept(gmail, google, ada):
@@ -163,14 +128,14 @@ def test_throttling_waits_as_asked_and_does_not_disconnect(gmail, google):
 
 
 def test_sending_goes_through_gmail_which_files_it_once(gmail, google, team, owner, ada):
-    google.add_message(answer(5))
+    google.add_message(reply(5))
     sync(gmail)
-    parent = EmailEngagement.objects.get(message_id="answer-5@example.com")
+    parent = EmailEngagement.objects.get(message_id="reply-5@example.com")
 
     sent = queue_email(
         team=team, user=owner, mailbox=gmail,
         draft=Draft(to=[Address("ada@example.com", "Ada")], bcc=[Address("boss@example.com")],
-                    subject="Re: Offer", body="Thanks!", reply_to=parent, contacts=[ada]),
+                    subject="Re: Proposal", body="Thanks!", reply_to=parent, contacts=[ada]),
     )  # fmt: skip
 
     sent.refresh_from_db()
@@ -179,7 +144,7 @@ def test_sending_goes_through_gmail_which_files_it_once(gmail, google, team, own
     assert f"<{sent.message_id}>".encode() in copy.raw
     assert sorted(google.recipients_of(copy)) == ["ada@example.com", "boss@example.com"]
     (replied,) = [m for m in google.messages.values()
-                  if m.headers.get("message-id") == "<answer-5@example.com>"]  # fmt: skip
+                  if m.headers.get("message-id") == "<reply-5@example.com>"]  # fmt: skip
     assert copy.thread_id == replied.thread_id
     sync(gmail)  # the SENT label now holds our own message
     assert EmailEngagement.objects.filter(message_id=sent.message_id).count() == 1
@@ -188,17 +153,17 @@ def test_sending_goes_through_gmail_which_files_it_once(gmail, google, team, own
 
 def test_a_large_first_sync_reads_ahead_in_a_child(gmail, google, ada):
     for n in range(7):
-        google.add_message(answer(10 + n))
+        google.add_message(reply(10 + n))
 
     result = sync(gmail, limit=2)
 
     assert result.error == "" and result.new_messages == 7
-    assert EmailEngagement.objects.filter(message_id__startswith="answer-1").count() == 7
+    assert EmailEngagement.objects.filter(message_id__startswith="reply-1").count() == 7
 
 
 def test_an_interrupted_first_sync_resumes_after_the_last_message_read(gmail, google, ada):
     for n in range(5):
-        google.add_message(answer(20 + n), when=1_800_000_000 + n)  # oldest first: 20, 21, ...
+        google.add_message(reply(20 + n), when=1_800_000_000 + n)  # oldest first: 20, 21, ...
     calls = []
 
     def stop_after_first_batch(context):
@@ -211,10 +176,10 @@ def test_an_interrupted_first_sync_resumes_after_the_last_message_read(gmail, go
         sync_mailbox(gmail.pk, on_batch=stop_after_first_batch, limit=2)
     resumed = sync(gmail, limit=2)
 
-    assert calls[0] == ["answer-20@example.com", "answer-21@example.com"]
+    assert calls[0] == ["reply-20@example.com", "reply-21@example.com"]
     assert resumed.error == "" and resumed.new_messages == 3
     assert MessageMeta.objects.count() == 5
-    assert EmailEngagement.objects.filter(message_id__startswith="answer-2").count() == 5
+    assert EmailEngagement.objects.filter(message_id__startswith="reply-2").count() == 5
 
 
 def test_an_expired_token_is_refreshed_before_the_first_call(gmail, google, ada):

@@ -6,69 +6,32 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from engagements.matching import log_matches
 from engagements.models import EmailEngagement
 from engagements.sending import Draft, queue_email
-from engagements.services import Address, EmailData, log_email
+from engagements.services import Address
 from mailboxes.crypto import Secret
 from mailboxes.models import Mailbox, MessageBody, MessageMeta
-from mailboxes.services import connect_mailbox, sync_mailbox
-from tests.factories import ContactEmailFactory, ContactFactory
-from tests.mailboxes.helpers import build_email
+from tests.mailboxes.helpers import build_email, connect_oauth, reply, sync, track_proposal
 from tests.servers.fake_microsoft import FakeMicrosoft
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-TRACKED = "offer-1@threadline.test"
 
 
 @pytest.fixture
 def microsoft(settings):
     with FakeMicrosoft() as fake:
-        settings.CRM_OAUTH = {
-            "graph": {
-                "client_id": fake.client_id,
-                "client_secret": fake.client_secret,
-                "token_uri": f"{fake.base}/common/oauth2/v2.0/token",
-                "api_root": f"{fake.base}/",
-            }
-        }
+        settings.CRM_OAUTH = {"graph": fake.crm_oauth}
         yield fake
 
 
 @pytest.fixture
 def outlook(microsoft, team, owner):
-    access, refresh = microsoft.issue_tokens()
-    return connect_mailbox(
-        team=team, owner=owner, kind="graph", email_address=microsoft.email, provider_settings={},
-        credentials={"access_token": access, "refresh_token": refresh,
-                     "expires_at": (timezone.now() + timedelta(hours=1)).isoformat()},
-    )  # fmt: skip
+    return connect_oauth(microsoft, "graph", team, owner)
 
 
 @pytest.fixture
 def ada(team, outlook):
-    contact = ContactFactory(team=team, first_name="Ada")
-    ContactEmailFactory(contact=contact, email="ada@example.com", is_primary=True)
-    log_email(
-        team=team,
-        email=EmailData(message_id=TRACKED, sender=Address(outlook.email_address),
-                        to=(Address("ada@example.com"),), subject="Offer",
-                        sent_at=timezone.now()),
-        direction="out", source="crm", contacts=[contact],
-    )  # fmt: skip
-    return contact
-
-
-def answer(n, parent=TRACKED, **kwargs):
-    return build_email(subject="Re: Offer", message_id=f"answer-{n}@example.com",
-                       in_reply_to=parent, references=[parent], **kwargs)  # fmt: skip
-
-
-def sync(mailbox, **kwargs):
-    result = sync_mailbox(mailbox.pk, on_batch=log_matches, **kwargs)
-    mailbox.refresh_from_db()
-    return result
+    return track_proposal(team, outlook)[0]
 
 
 def test_connect_checks_the_token_and_keeps_it_encrypted(outlook, microsoft):
@@ -81,27 +44,27 @@ def test_connect_checks_the_token_and_keeps_it_encrypted(outlook, microsoft):
 
 
 def test_initial_sync_by_delta_then_following_the_delta_link(outlook, microsoft, ada):
-    microsoft.add_message(answer(1, text="Yes, please."))
+    microsoft.add_message(reply(1, text="Yes, please."))
     microsoft.add_message(build_email(subject="Private", message_id="private@example.com"))
     old = timezone.now() - timedelta(days=70)
     microsoft.add_message(build_email(message_id="old@example.com", date=old), when=old.timestamp())
 
     first = sync(outlook)
-    microsoft.add_message(answer(2))
+    microsoft.add_message(reply(2))
     second = sync(outlook)
 
     assert first.error == "" and first.new_messages == 2
     assert second.new_messages == 1
     assert sorted(MessageMeta.objects.values_list("message_id", flat=True)) == [
-        "answer-1@example.com", "answer-2@example.com", "private@example.com",
+        "private@example.com", "reply-1@example.com", "reply-2@example.com",
     ]  # fmt: skip
-    logged = EmailEngagement.objects.get(message_id="answer-1@example.com")
+    logged = EmailEngagement.objects.get(message_id="reply-1@example.com")
     assert logged.body_text.strip() == "Yes, please."
     assert list(logged.contacts.all()) == [ada]
-    assert EmailEngagement.objects.filter(message_id="answer-2@example.com").exists()
+    assert EmailEngagement.objects.filter(message_id="reply-2@example.com").exists()
     private = MessageMeta.objects.get(message_id="private@example.com")
     assert not MessageBody.objects.filter(meta=private).exists()  # never read in full (L3)
-    assert MessageMeta.objects.get(message_id="answer-1@example.com").thread_hint.startswith(
+    assert MessageMeta.objects.get(message_id="reply-1@example.com").thread_hint.startswith(
         "AAQkConv"
     )
     delta_link = outlook.folders.get(name="Inbox").cursor
@@ -109,17 +72,17 @@ def test_initial_sync_by_delta_then_following_the_delta_link(outlook, microsoft,
 
 
 def test_expired_delta_token_rereads_cleanly_without_duplicates(outlook, microsoft, ada):
-    microsoft.add_message(answer(3))
+    microsoft.add_message(reply(3))
     sync(outlook)
-    microsoft.add_message(answer(4))
+    microsoft.add_message(reply(4))
     microsoft.expire_delta_tokens()
 
     result = sync(outlook)
 
     assert result.error == ""
-    assert MessageMeta.objects.filter(message_id="answer-3@example.com").count() == 1
-    assert EmailEngagement.objects.filter(message_id="answer-3@example.com").count() == 1
-    assert EmailEngagement.objects.filter(message_id="answer-4@example.com").exists()
+    assert MessageMeta.objects.filter(message_id="reply-3@example.com").count() == 1
+    assert EmailEngagement.objects.filter(message_id="reply-3@example.com").count() == 1
+    assert EmailEngagement.objects.filter(message_id="reply-4@example.com").exists()
 
 
 def test_refresh_rotates_the_refresh_token_and_keeps_the_new_one(outlook, microsoft, ada):
@@ -163,20 +126,20 @@ def test_throttling_waits_as_asked_and_does_not_disconnect(outlook, microsoft):
 
 
 def test_sending_posts_mime_which_graph_files_once(outlook, microsoft, team, owner, ada):
-    microsoft.add_message(answer(5))
+    microsoft.add_message(reply(5))
     sync(outlook)
-    parent = EmailEngagement.objects.get(message_id="answer-5@example.com")
+    parent = EmailEngagement.objects.get(message_id="reply-5@example.com")
 
     sent = queue_email(
         team=team, user=owner, mailbox=outlook,
         draft=Draft(to=[Address("ada@example.com", "Ada")], bcc=[Address("boss@example.com")],
-                    subject="Re: Offer", body="Thanks!", reply_to=parent, contacts=[ada]),
+                    subject="Re: Proposal", body="Thanks!", reply_to=parent, contacts=[ada]),
     )  # fmt: skip
 
     sent.refresh_from_db()
     assert sent.status == "sent"
     (copy,) = microsoft.sent
-    assert b"In-Reply-To: <answer-5@example.com>" in copy.raw
+    assert b"In-Reply-To: <reply-5@example.com>" in copy.raw
     assert sorted(microsoft.recipients_of(copy)) == ["ada@example.com", "boss@example.com"]
     sync(outlook)  # Sent Items now holds our own message
     assert EmailEngagement.objects.filter(message_id=sent.message_id).count() == 1
@@ -185,12 +148,12 @@ def test_sending_posts_mime_which_graph_files_once(outlook, microsoft, team, own
 
 def test_a_large_first_sync_reads_ahead_in_a_child(outlook, microsoft, ada):
     for n in range(7):
-        microsoft.add_message(answer(10 + n))
+        microsoft.add_message(reply(10 + n))
 
     result = sync(outlook, limit=2)
 
     assert result.error == "" and result.new_messages == 7
-    assert EmailEngagement.objects.filter(message_id__startswith="answer-1").count() == 7
+    assert EmailEngagement.objects.filter(message_id__startswith="reply-1").count() == 7
 
 
 def test_a_token_about_to_expire_is_refreshed_first(outlook, microsoft, ada):

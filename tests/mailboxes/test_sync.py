@@ -10,14 +10,10 @@ from mailboxes.models import Folder, MessageBody, MessageMeta
 from mailboxes.parsing import parse_headers
 from mailboxes.services import connect_mailbox, reset_sync_state, sync_mailbox
 from tests.factories import ContactFactory
-from tests.mailboxes.helpers import SENT_ID, UserMailbox, build_email, reply
+from tests.mailboxes.helpers import SENT_ID, UserMailbox, build_email, reply, sync
 from tests.mailboxes.test_parsing import CORPUS
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def sync(mailbox, **kwargs):
-    return sync_mailbox(mailbox.pk, on_batch=log_matches, **kwargs)
 
 
 def test_connect_remembers_inbox_and_sent_folder(connected):

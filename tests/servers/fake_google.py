@@ -11,7 +11,6 @@ multipart batch endpoint. `throttle(n)` makes the next n API calls answer 429.
 from __future__ import annotations
 
 import base64
-import hashlib
 import itertools
 import re
 import secrets
@@ -19,11 +18,10 @@ import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.utils import getaddresses, parsedate_to_datetime
-from urllib.parse import urlencode
 
 import jwt
 
-from .fakehttp import FakeHTTPServer, Request, Response
+from .fakehttp import FakeOAuthServer, Request, Response
 
 GMAIL_PREFIX = "/gmail/v1/users/me/"
 
@@ -59,7 +57,7 @@ class StoredMessage:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class FakeGoogle(FakeHTTPServer):
+class FakeGoogle(FakeOAuthServer):
     def __init__(self, email: str = "ada.owner@gmail.example") -> None:
         super().__init__()
         self.email = email
@@ -72,7 +70,6 @@ class FakeGoogle(FakeHTTPServer):
         self.oldest_history_id = 1000
         self.access_tokens: set[str] = set()
         self.refresh_tokens: set[str] = set()
-        self.codes: dict[str, dict[str, str]] = {}
         self.sent: list[StoredMessage] = []
         self._throttle = 0
         self._ids = itertools.count(0x18C0000000000000)
@@ -173,10 +170,7 @@ class FakeGoogle(FakeHTTPServer):
 
     def token(self, request: Request) -> Response:
         form = request.form()
-        if (
-            form.get("client_id") != self.client_id
-            or form.get("client_secret") != self.client_secret
-        ):
+        if not self.known_client(form):
             return Response.json({"error": "invalid_client"}, status=401)
         if form.get("grant_type") == "refresh_token":
             if form.get("refresh_token") not in self.refresh_tokens:
@@ -187,14 +181,9 @@ class FakeGoogle(FakeHTTPServer):
             self.access_tokens.add(access)
             return Response.json({"access_token": access, "expires_in": 3599,
                                   "token_type": "Bearer"})  # fmt: skip
-        grant = self.codes.pop(form.get("code", ""), None)
+        grant = self.redeem_code(form)
         if grant is None:
             return Response.json({"error": "invalid_grant"}, status=400)
-        verifier = form.get("code_verifier", "")
-        if b64url(hashlib.sha256(verifier.encode()).digest()) != grant["code_challenge"]:
-            return Response.json(
-                {"error": "invalid_grant", "error_description": "PKCE"}, status=400
-            )
         access, refresh = self.issue_tokens()
         now = int(time.time())
         id_token = jwt.encode(
@@ -207,17 +196,6 @@ class FakeGoogle(FakeHTTPServer):
         if grant.get("access_type") == "offline":
             body["refresh_token"] = refresh
         return Response.json(body)
-
-    def authorize(self, request: Request) -> Response:
-        """The consent screen, where the user clicks Allow at once."""
-        query = request.query
-        if query.get("client_id") != self.client_id:
-            return Response(400, b"unknown client")
-        code = secrets.token_urlsafe(16)
-        self.codes[code] = query
-        return Response.redirect(
-            f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query.get('state', '')})}"
-        )
 
     def _visible(self, message: StoredMessage, request: Request) -> bool:
         labels = request.params.get("labelIds", [])

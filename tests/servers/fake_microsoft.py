@@ -12,7 +12,6 @@ message's MIME (`$value`); sendMail with a base64 MIME body (filed in Sent Items
 from __future__ import annotations
 
 import base64
-import hashlib
 import itertools
 import secrets
 import time
@@ -22,7 +21,7 @@ from email import message_from_bytes, policy
 from email.utils import getaddresses, parsedate_to_datetime
 from urllib.parse import quote, urlencode
 
-from .fakehttp import FakeHTTPServer, Request, Response
+from .fakehttp import FakeOAuthServer, Request, Response
 
 FOLDERS = {"inbox": ("AAMkInbox", "Inbox"), "sentitems": ("AAMkSent", "Sent Items")}
 
@@ -43,7 +42,9 @@ class StoredMessage:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-class FakeMicrosoft(FakeHTTPServer):
+class FakeMicrosoft(FakeOAuthServer):
+    token_path = "/common/oauth2/v2.0/token"
+
     def __init__(self, email: str = "grace.owner@contoso.example") -> None:
         super().__init__()
         self.email = email
@@ -54,7 +55,6 @@ class FakeMicrosoft(FakeHTTPServer):
         self.oldest_delta = 0
         self.access_tokens: dict[str, float] = {}  # token -> expiry
         self.refresh_tokens: set[str] = set()
-        self.codes: dict[str, dict[str, str]] = {}
         self.sent: list[StoredMessage] = []
         self._throttle = 0
         self.moved = False
@@ -160,10 +160,7 @@ class FakeMicrosoft(FakeHTTPServer):
 
     def token(self, request: Request) -> Response:
         form = request.form()
-        if (
-            form.get("client_id") != self.client_id
-            or form.get("client_secret") != self.client_secret
-        ):
+        if not self.known_client(form):
             return Response.json({"error": "invalid_client"}, status=401)
         if form.get("grant_type") == "refresh_token":
             old = form.get("refresh_token", "")
@@ -179,26 +176,12 @@ class FakeMicrosoft(FakeHTTPServer):
                     status=400,
                 )
             self.refresh_tokens.discard(old)  # Microsoft rotates refresh tokens
-        else:
-            grant = self.codes.pop(form.get("code", ""), None)
-            verifier = form.get("code_verifier", "")
-            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-            if grant is None or challenge.decode().rstrip("=") != grant.get("code_challenge"):
-                return Response.json({"error": "invalid_grant"}, status=400)
+        elif self.redeem_code(form) is None:
+            return Response.json({"error": "invalid_grant"}, status=400)
         access, refresh = self.issue_tokens()
         return Response.json({"token_type": "Bearer", "scope": "Mail.Read Mail.Send User.Read",
                               "expires_in": 3599, "ext_expires_in": 3599,
                               "access_token": access, "refresh_token": refresh})  # fmt: skip
-
-    def authorize(self, request: Request) -> Response:
-        query = request.query
-        if query.get("client_id") != self.client_id:
-            return Response(400, b"unknown client")
-        code = secrets.token_urlsafe(16)
-        self.codes[code] = query
-        return Response.redirect(
-            f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query.get('state', '')})}"
-        )
 
     def _json(self, message: StoredMessage) -> dict[str, object]:
         parsed = message_from_bytes(message.raw, policy=policy.compat32)

@@ -4,12 +4,15 @@ objects for the fakes' handlers."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import secrets
 import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 
 @dataclass
@@ -120,3 +123,47 @@ class FakeHTTPServer:
 
     def requests_to(self, prefix: str) -> int:
         return sum(1 for _method, path in self.log if path.startswith(prefix))
+
+
+class FakeOAuthServer(FakeHTTPServer):
+    """What both providers' identity services do the same way: the consent page (approves at
+    once), the client check and the authorization code with PKCE (S256)."""
+
+    client_id = ""
+    client_secret = ""
+    token_path = "/token"  # where our settings send refreshes (CRM_OAUTH token_uri)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.codes: dict[str, dict[str, str]] = {}
+
+    @property
+    def crm_oauth(self) -> dict[str, str]:
+        """The CRM_OAUTH entry that points the provider at this fake."""
+        return {
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "token_uri": f"{self.base}{self.token_path}",
+            "api_root": f"{self.base}/",
+        }
+
+    def authorize(self, request: Request) -> Response:
+        query = request.query
+        if query.get("client_id") != self.client_id:
+            return Response(400, b"unknown client")
+        code = secrets.token_urlsafe(16)
+        self.codes[code] = query
+        answer = urlencode({"code": code, "state": query.get("state", "")})
+        return Response.redirect(f"{query['redirect_uri']}?{answer}")
+
+    def known_client(self, form: dict[str, str]) -> bool:
+        return (form.get("client_id"), form.get("client_secret")) == (
+            self.client_id, self.client_secret,
+        )  # fmt: skip
+
+    def redeem_code(self, form: dict[str, str]) -> dict[str, str] | None:
+        """The authorization request a code was issued for, if the PKCE verifier matches."""
+        grant = self.codes.pop(form.get("code", ""), None)
+        digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+        challenge = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        return grant if grant is not None and grant.get("code_challenge") == challenge else None
