@@ -7,14 +7,13 @@ import os
 import pytest
 from django.test import Client
 
-from mailboxes.services import connect_mailbox
 from teams.models import Membership
 
 from .factories import (
     MembershipFactory,
     TeamFactory,
 )
-from .mailboxes.helpers import UserMailbox, track_proposal
+from .mailboxes.helpers import UserMailbox, connect_imap, track_proposal
 
 # Playwright's sync API runs an event loop in the main thread; the ORM calls made by the test
 # body and by pytest-django never run concurrently with it.
@@ -127,22 +126,7 @@ def account(dovecot):
 @pytest.fixture
 def connected(mail_settings, dovecot, smtp_server, account, team, owner):
     user, password, _ = account
-    return connect_mailbox(
-        team=team,
-        owner=owner,
-        kind="imap",
-        email_address=f"{user}@example.com",
-        provider_settings={
-            "imap_host": dovecot.host,
-            "imap_port": dovecot.port,
-            "imap_security": "plain",
-            "smtp_host": smtp_server.host,
-            "smtp_port": smtp_server.port,
-            "smtp_security": "plain",
-            "username": user,
-        },  # fmt: skip
-        credentials={"password": password},
-    )
+    return connect_imap(dovecot, smtp_server, user, password, team, owner)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from mailboxes.parsing import ParsedAttachment
 from mailboxes.providers import get_provider
 from mailboxes.services import provider_config, sync_mailbox
 from tests.factories import ContactEmailFactory, ContactFactory
-from tests.mailboxes.helpers import UserMailbox, build_email
+from tests.mailboxes.helpers import UserMailbox, build_email, connect_imap
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,18 +110,9 @@ def test_a_copy_the_server_filed_itself_is_not_filed_twice(connected, account):
 def test_without_special_use_the_copy_goes_to_sent_items(
     mail_settings, dovecot_plain, smtp_server, team, owner
 ):
-    from mailboxes.services import connect_mailbox
 
     user, password = dovecot_plain.add_user()
-    mailbox = connect_mailbox(
-        team=team, owner=owner, kind="imap", email_address=f"{user}@example.com",
-        provider_settings={
-            "imap_host": dovecot_plain.host, "imap_port": dovecot_plain.port,
-            "imap_security": "plain", "smtp_host": smtp_server.host,
-            "smtp_port": smtp_server.port, "smtp_security": "plain", "username": user,
-        },
-        credentials={"password": password},
-    )  # fmt: skip
+    mailbox = connect_imap(dovecot_plain, smtp_server, user, password, team, owner)
 
     engagement = send(mailbox, owner, team)
 

@@ -125,6 +125,19 @@ def track_proposal(team, mailbox):
     return contact, company, deal
 
 
+def connect_imap(server, smtp, user, password, team, owner):
+    """Connect a test Dovecot user's mailbox (plain IMAP/SMTP on loopback), checked for real."""
+    return connect_mailbox(
+        team=team, owner=owner, kind="imap", email_address=f"{user}@example.com",
+        provider_settings={
+            "imap_host": server.host, "imap_port": server.port, "imap_security": "plain",
+            "smtp_host": smtp.host, "smtp_port": smtp.port, "smtp_security": "plain",
+            "username": user,
+        },
+        credentials={"password": password},
+    )  # fmt: skip
+
+
 def connect_oauth(fake, kind, team, owner):
     """Connect `kind` (gmail, graph) with tokens the fake issued, valid for an hour."""
     access, refresh = fake.issue_tokens()

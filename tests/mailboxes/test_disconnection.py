@@ -13,7 +13,7 @@ from engagements.sending import Draft, SendError, queue_email
 from engagements.services import Address
 from mailboxes.models import Mailbox
 from mailboxes.services import connect_mailbox
-from tests.mailboxes.helpers import SENT_ID, UserMailbox, reply, sync
+from tests.mailboxes.helpers import SENT_ID, UserMailbox, connect_imap, reply, sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,15 +54,7 @@ def test_unreachable_server_is_retried_with_backoff_then_disconnected(
 
     with DovecotServer() as server:
         user, password = server.add_user()
-        mailbox = connect_mailbox(
-            team=team, owner=owner, kind="imap", email_address=f"{user}@example.com",
-            provider_settings={
-                "imap_host": server.host, "imap_port": server.port, "imap_security": "plain",
-                "smtp_host": smtp_server.host, "smtp_port": smtp_server.port,
-                "smtp_security": "plain", "username": user,
-            },
-            credentials={"password": password},
-        )  # fmt: skip
+        mailbox = connect_imap(server, smtp_server, user, password, team, owner)
         own = UserMailbox(server, user, password)
         own.deliver(reply(1))
         own.close()

@@ -10,7 +10,7 @@ from mailboxes.models import Folder, MessageBody, MessageMeta
 from mailboxes.parsing import parse_headers
 from mailboxes.services import connect_mailbox, reset_sync_state, sync_mailbox
 from tests.factories import ContactFactory
-from tests.mailboxes.helpers import SENT_ID, UserMailbox, build_email, reply, sync
+from tests.mailboxes.helpers import SENT_ID, UserMailbox, build_email, connect_imap, reply, sync
 from tests.mailboxes.test_parsing import CORPUS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -245,15 +245,7 @@ def test_server_vanishing_mid_sync_is_recorded_and_resumed(
         for n in range(4):
             client.deliver(reply(n))
         client.close()
-        mailbox = connect_mailbox(
-            team=team, owner=owner, kind="imap", email_address=f"{user}@example.com",
-            provider_settings={
-                "imap_host": server.host, "imap_port": server.port, "imap_security": "plain",
-                "smtp_host": smtp_server.host, "smtp_port": smtp_server.port,
-                "smtp_security": "plain", "username": user,
-            },
-            credentials={"password": password},
-        )  # fmt: skip
+        mailbox = connect_imap(server, smtp_server, user, password, team, owner)
 
         def stop_after_first_batch(context):
             log_matches(context)
