@@ -193,6 +193,8 @@ def phase_sync(cfg: dict) -> dict:
 
     reset_queries()
     profiler = cProfile.Profile() if cfg.get("profile") else None
+    if profiler:  # profile this process only: a forked read-ahead child would inherit it
+        os.register_at_fork(after_in_child=lambda: sys.setprofile(None))
     busy_before = machine_busy_seconds()
     own_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()

@@ -16,6 +16,7 @@ from contacts.models import Company, Contact, Deal
 from crm_site.db import any_of
 from mailboxes.models import MessageMeta
 from mailboxes.parsing import ParsedAttachment, parse_message
+from mailboxes.providers.base import MessageHeaders
 from mailboxes.services import BatchContext, replay_messages
 from teams.models import RetentionPolicy, Team
 
@@ -23,7 +24,7 @@ from .models import EmailEngagement, TrackedMessageId
 from .services import Address, EmailData, LogItem, log_emails, normalize_message_id
 
 
-def _ancestors(meta: MessageMeta) -> list[str]:
+def _ancestors(meta: MessageHeaders) -> list[str]:
     """Ids this message answers, nearest first."""
     ids = [meta.in_reply_to] if meta.in_reply_to else []
     ids += reversed(meta.reference_ids)
@@ -66,12 +67,14 @@ def log_matches(context: BatchContext) -> list[str]:
     """Log the batch's replies to tracked threads.
 
     A fixed number of queries and one FETCH per batch, however many messages match:
-    tracked ids, already-logged ids, records of the matched threads, the bodies, and one
-    log_emails for all of them.
+    tracked ids, already-logged ids, the matched messages' rows, records of their threads,
+    the bodies, and one log_emails for all of them.
     """
     mailbox = context.mailbox
     team = mailbox.team
-    wanted = {i for meta in context.messages for i in _ancestors(meta)}
+    # Only a message that answers another can be a reply to a tracked thread.
+    answers = [(meta, ancestors) for meta in context.messages if (ancestors := _ancestors(meta))]
+    wanted = {i for _meta, ancestors in answers for i in ancestors}
     tracked = {
         t.message_id: t.thread_id for t in TrackedMessageId.objects.for_team(team).matching(wanted)
     }
@@ -79,23 +82,23 @@ def log_matches(context: BatchContext) -> list[str]:
         return []
     logged = set(
         EmailEngagement.objects.for_team(team)
-        .filter(message_id__in=any_of({m.message_id for m in context.messages if m.message_id}))
+        .filter(message_id__in=any_of({m.message_id for m, _a in answers if m.message_id}))
         .values_list("message_id", flat=True)
     )
-    # Match on metadata alone, so replies to replies in the same batch match too, whatever
+    # Match on headers alone, so replies to replies in the same batch match too, whatever
     # order the provider listed them in: each pass matches the replies to what the previous
     # ones matched (so `matched` lists parents before replies), until a pass finds none.
     # Then all their bodies are read in one round trip.
-    matched: list[tuple[MessageMeta, int]] = []
-    pending = [m for m in context.messages if m.message_id not in logged and _ancestors(m)]
+    matched: dict[str, int] = {}  # ref -> thread
+    pending = [(m, a) for m, a in answers if m.message_id not in logged]
     while pending:
         unmatched = []
-        for meta in pending:
-            thread_id = next((tracked[i] for i in _ancestors(meta) if i in tracked), None)
+        for meta, ancestors in pending:
+            thread_id = next((tracked[i] for i in ancestors if i in tracked), None)
             if thread_id is None or meta.message_id in logged:
-                unmatched.append(meta)  # untracked (L3), or already logged (a duplicate)
+                unmatched.append((meta, ancestors))  # untracked (L3), or a duplicate
                 continue
-            matched.append((meta, thread_id))
+            matched[meta.ref] = thread_id
             if meta.message_id:
                 logged.add(meta.message_id)
                 tracked[meta.message_id] = thread_id
@@ -104,12 +107,14 @@ def log_matches(context: BatchContext) -> list[str]:
         pending = unmatched
     if not matched:
         return []
-    records = _thread_records(team, {thread_id for _meta, thread_id in matched})
+    metas = context.stored(list(matched))
+    records = _thread_records(team, set(matched.values()))
     policy, _ = RetentionPolicy.objects.get_or_create(team=team)
     own_address = mailbox.email_address.lower()
-    raws = context.fetch_many([meta for meta, _thread_id in matched])
+    raws = context.fetch_many(metas)
     items: list[LogItem] = []
-    for meta, thread_id in matched:
+    for meta in metas:
+        thread_id = matched[meta.ref]
         raw = raws.get(meta.pk)
         if raw is None:
             continue  # deleted on the server meanwhile: nothing to log

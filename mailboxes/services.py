@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -26,6 +26,7 @@ from .providers.base import (
     AuthFailed,
     Batch,
     MailProvider,
+    MessageHeaders,
     PartlySent,
     ProviderConfig,
     ProviderError,
@@ -131,14 +132,30 @@ def connect_mailbox(
 
 @dataclass
 class BatchContext:
-    """What the per-batch callback (the matcher) gets: new messages and a way to read them
-    (`fetch_many`: raw copies by pk, in as few round trips as their sizes allow, cached for
-    SPEC R3; messages gone from the server are missing)."""
+    """What the per-batch callback (the matcher) gets.
+
+    `messages` are the new messages' headers (a provider's MessageMeta during a sync, the
+    saved rows on a replay): enough to decide what to log. `stored` gives the saved rows of
+    the chosen ones, and `fetch_many` their raw copies by pk, in as few round trips as
+    their sizes allow, cached for SPEC R3 (messages gone from the server are missing).
+    """
 
     mailbox: Mailbox
     folder: Folder
-    messages: list[MessageMeta]
+    messages: Sequence[MessageHeaders]
     provider: MailProvider
+
+    def stored(self, refs: list[str]) -> list[MessageMeta]:
+        """The saved rows of these messages of the folder, in the order of `refs`.
+
+        A sync writes its rows without making model instances (there can be 100,000s); the
+        few the callback needs are read back here, in one query.
+        """
+        rows = {m.ref: m for m in self.messages if isinstance(m, MessageMeta)}
+        missing = [ref for ref in refs if ref not in rows]
+        if missing:
+            rows.update((m.ref, m) for m in self.folder.messages.filter(ref__in=missing))
+        return [rows[ref] for ref in refs if ref in rows]
 
     def fetch_many(self, metas: list[MessageMeta]) -> dict[int, bytes]:
         return fetch_bodies(metas, self.provider)
@@ -301,7 +318,6 @@ _META_JSON = {f.attname for f in _META_FIELDS if isinstance(f, models.JSONField)
 def _meta_values(mailbox: Mailbox, folder: Folder, meta: Any, now: Any) -> dict[str, Any]:
     """A metadata row's column values (by attname) from a provider's MessageMeta."""
     return {
-        "id": None,
         "team_id": mailbox.team_id,
         "mailbox_id": mailbox.pk,
         "folder_id": folder.pk,
@@ -324,39 +340,29 @@ def _meta_values(mailbox: Mailbox, folder: Folder, meta: Any, now: Any) -> dict[
     }
 
 
-def _insert_metadata(rows: list[dict[str, Any]]) -> list[MessageMeta]:
-    """Insert metadata rows; return them as saved MessageMeta instances.
+def _insert_metadata(rows: list[dict[str, Any]]) -> None:
+    """Insert metadata rows.
 
     The initial sync writes every message of the last 60 days, so this skips the ORM's
-    per-object work: instances are built from positional values (Model.from_db), and on
-    PostgreSQL the keys come from the sequence in one query and the rows go in with COPY,
-    several times faster than INSERT. Elsewhere (SQLite), bulk_create.
+    per-object work: on PostgreSQL the rows go in with COPY (several times faster than
+    INSERT), their keys from the table's identity column; elsewhere (SQLite), bulk_create.
     """
     if not rows:
-        return []
-    names = [f.attname for f in _META_FIELDS]
+        return
     if connection.vendor != "postgresql":
-        return MessageMeta.objects.bulk_create(
-            [MessageMeta(*[row[name] for name in names]) for row in rows], batch_size=1000
-        )
-    table = MessageMeta._meta.db_table
+        MessageMeta.objects.bulk_create([MessageMeta(**row) for row in rows], batch_size=1000)
+        return
+    fields = [f for f in _META_FIELDS if not f.primary_key]
     quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    names = [f.attname for f in fields]
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [table, len(rows)],
-        )
-        for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
-            row["id"] = pk
-        columns = ", ".join(quote(f.column) for f in _META_FIELDS)
-        with cursor.cursor.copy(f"COPY {quote(table)} ({columns}) FROM STDIN") as copy:
+        table = quote(MessageMeta._meta.db_table)
+        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(
                     [json.dumps(row[name]) if name in _META_JSON else row[name] for name in names]
                 )
-    return [
-        MessageMeta.from_db(connection.alias, names, [row[name] for name in names]) for row in rows
-    ]
 
 
 @transaction.atomic
@@ -381,9 +387,8 @@ def _apply_batch(
         refs = [meta.ref for meta in batch.messages]
         existing = set(folder.messages.filter(ref__in=refs).values_list("ref", flat=True))
     now = timezone.now()
-    new = _insert_metadata(
-        [_meta_values(mailbox, folder, m, now) for m in batch.messages if m.ref not in existing]
-    )
+    new = [m for m in batch.messages if m.ref not in existing]
+    _insert_metadata([_meta_values(mailbox, folder, m, now) for m in new])
     for ref, flags in batch.flag_updates.items():
         folder.messages.filter(ref=ref).update(flags=" ".join(flags)[:500])
     if on_batch and new:

@@ -62,6 +62,21 @@ class MessageMeta:
     problems: tuple[str, ...] = ()  # why some headers could not be read
     thread_hint: str = ""  # Gmail's threadId, Graph's conversationId: a hint, never the match
 
+    @property
+    def reference_ids(self) -> list[str]:
+        return list(self.references)
+
+
+class MessageHeaders(Protocol):
+    """What matching reads of a message: a provider's MessageMeta or a saved row."""
+
+    ref: str
+    message_id: str
+    in_reply_to: str
+
+    @property
+    def reference_ids(self) -> list[str]: ...
+
 
 @dataclass
 class Batch:
