@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
+from email.policy import EmailPolicy
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
+from typing import Any
 
 _MSGID_STR = re.compile(r"<([^<>\s]+)>")
 MAX_HEADER_BYTES = 256 * 1024
@@ -207,10 +209,34 @@ def header_fields(get: Callable[[str], str]) -> HeaderFields:
     if date:
         try:
             sent_at = parsedate_to_datetime(date)
-            fields.sent_at = sent_at if sent_at.tzinfo else sent_at.replace(tzinfo=UTC)
+            # In UTC, as stored: one shared tzinfo instead of one per offset-bearing header.
+            fields.sent_at = (
+                sent_at.astimezone(UTC) if sent_at.tzinfo else sent_at.replace(tzinfo=UTC)
+            )
         except (ValueError, TypeError, IndexError, OverflowError):
             problems.append("unreadable Date header")
     return fields
+
+
+class _StructureParsedOnce(EmailPolicy):
+    """policy.default, except that the headers giving a message its MIME structure are
+    parsed once, when the message is read: the parser itself asks for a part's content
+    type several times, and policy.default parses the header again on every access.
+
+    A header object stored in the message is what policy.default keeps for a header set
+    by code, and what its header_fetch_parse returns as it is.
+    """
+
+    STRUCTURE = frozenset({"content-type", "content-disposition", "content-transfer-encoding"})
+
+    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, Any]:
+        name, value = super().header_source_parse(sourcelines)
+        if name.lower() in self.STRUCTURE:
+            return name, self.header_fetch_parse(name, value)
+        return name, value
+
+
+_MIME_POLICY = _StructureParsedOnce()
 
 
 def _part_text(part: Message, charset: str | None) -> str:
@@ -221,34 +247,12 @@ def _part_text(part: Message, charset: str | None) -> str:
         return payload.decode("utf-8", errors="replace")
 
 
-def _part_info(part: Message) -> tuple[str, str | None, str | None, str | None]:
-    """(content type, charset, disposition, filename) of a part, as get_content_type(),
-    get_content_charset(), get_content_disposition() and get_filename() give them, but
-    parsing each header once (policy.default parses a header on every access, and a logged
-    reply's parts were read three times over)."""
-    content_type = part.get("content-type")
-    params: dict[str, str] = {}
-    if content_type is None:
-        ctype = part.get_default_type()
-    else:
-        ctype = str(content_type).split(";", 1)[0].strip().lower()
-        if ctype.count("/") != 1:
-            ctype = "text/plain"
-        params = dict(getattr(content_type, "params", {}) or {})
-    disposition_header = part.get("content-disposition")
-    disposition, filename = None, params.get("name")
-    if disposition_header is not None:
-        disposition = str(disposition_header).split(";", 1)[0].strip().lower() or None
-        filename = (getattr(disposition_header, "params", {}) or {}).get("filename") or filename
-    return ctype, params.get("charset"), disposition, filename
-
-
 def parse_message(raw: bytes) -> ParsedMessage:
     """Headers, the first text and HTML bodies, and the attachments of a whole message."""
     headers = parse_headers(raw)
     parsed = ParsedMessage(headers=headers, problems=list(headers.problems))
     try:
-        message = message_from_bytes(raw, policy=policy.default)
+        message = message_from_bytes(raw, policy=_MIME_POLICY)
         parts = list(message.walk()) if isinstance(message, EmailMessage) else []
     except Exception as exc:  # noqa: BLE001 - any parser failure becomes a recorded problem
         parsed.problems.append(f"unreadable MIME structure ({type(exc).__name__})")
@@ -257,7 +261,8 @@ def parse_message(raw: bytes) -> ParsedMessage:
         try:
             if part.is_multipart():
                 continue
-            content_type, charset, disposition, filename = _part_info(part)
+            content_type = part.get_content_type()
+            disposition, filename = part.get_content_disposition(), part.get_filename()
             if disposition == "attachment" or (filename and disposition != "inline"):
                 parsed.attachments.append(
                     ParsedAttachment(
@@ -267,9 +272,9 @@ def parse_message(raw: bytes) -> ParsedMessage:
                     )
                 )
             elif content_type == "text/plain" and not parsed.text:
-                parsed.text = _part_text(part, charset)
+                parsed.text = _part_text(part, part.get_content_charset())
             elif content_type == "text/html" and not parsed.html:
-                parsed.html = _part_text(part, charset)
+                parsed.html = _part_text(part, part.get_content_charset())
         except Exception as exc:  # noqa: BLE001 - one broken part must not lose the others
             parsed.problems.append(f"unreadable part ({type(exc).__name__})")
     return parsed
