@@ -59,53 +59,70 @@ def _read(
         out.put(("error", ServerUnavailable(f"Reading {folder} failed ({type(exc).__name__}).")))
 
 
-def read_batches(
-    kind: str,
-    config: ProviderConfig,
-    folder: str,
-    cursor: str,
-    limit: int,
-    since: date,
-    on_credentials: Callable[[dict[str, Any]], None] | None = None,
-) -> Iterator[Batch]:
-    """The folder's batches from `cursor` on, read ahead by a child process.
+class ReadAhead:
+    """A folder's batches from `cursor` on, read by a child process that starts at once.
 
-    Raises the child's ProviderError; stopping the iteration early (the caller failed or
-    was interrupted) stops the child.
+    Iterate to get the batches (a child's ProviderError is raised here); close it, by a
+    `with` block, to stop the child, whether or not iteration started or finished.
     """
-    context = multiprocessing.get_context("fork")
-    out = context.Queue(maxsize=QUEUE_BATCHES)
-    child = context.Process(
-        target=_read,
-        args=(kind, config, folder, cursor, limit, since, out),
-        name=f"sync read-ahead {folder}",
-        daemon=True,
-    )
-    child.start()
-    try:
+
+    def __init__(
+        self,
+        kind: str,
+        config: ProviderConfig,
+        folder: str,
+        cursor: str,
+        limit: int,
+        since: date,
+        on_credentials: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        context = multiprocessing.get_context("fork")
+        self.folder = folder
+        self.on_credentials = on_credentials
+        self.out = context.Queue(maxsize=QUEUE_BATCHES)
+        self.child = context.Process(
+            target=_read,
+            args=(kind, config, folder, cursor, limit, since, self.out),
+            name=f"sync read-ahead {folder}",
+            daemon=True,
+        )
+        self.child.start()
+
+    def __iter__(self) -> Iterator[Batch]:
         while True:
-            try:
-                what, value = out.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                if child.is_alive():
-                    continue
-                try:  # it may have put its last batch just before exiting
-                    what, value = out.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    raise ServerUnavailable(
-                        f"Reading {folder} stopped unexpectedly; the next sync resumes it."
-                    ) from None
+            what, value = self._next()
             if what == "error":
                 raise value
             if what == "credentials":
-                if on_credentials:
-                    on_credentials(value)
+                if self.on_credentials:
+                    self.on_credentials(value)
                 continue
             yield value
             if value.done:
                 return
-    finally:
-        if child.is_alive():
-            child.terminate()
-        child.join()
-        out.close()
+
+    def _next(self) -> tuple[str, Any]:
+        while True:
+            try:
+                return self.out.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if self.child.is_alive():
+                    continue
+            try:  # it may have put its last batch just before exiting
+                return self.out.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                raise ServerUnavailable(
+                    f"Reading {self.folder} stopped unexpectedly; the next sync resumes it."
+                ) from None
+
+    def close(self) -> None:
+        if self.child.is_alive():
+            self.child.terminate()
+        self.child.join()
+        self.out.close()
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -288,23 +288,22 @@ def _batches(
     """A folder's batches, each with the cursor it was read from.
 
     The first is read here. When more than another batch's worth remains (an initial sync,
-    a large backlog), a child process reads the rest ahead while this one writes
-    (readahead.py); otherwise they are read here too.
+    a large backlog), a child process starts reading the rest before this one writes the
+    first (readahead.py); otherwise they are read here too.
     """
     cursor = folder.cursor
     batch = provider.changes(folder.name, cursor or None, limit, since)
-    yield cursor, batch
     if batch.remaining > limit and readahead.can_fork():
-        rest = readahead.read_batches(
+        with readahead.ReadAhead(
             mailbox.kind, provider_config(mailbox), folder.name, batch.cursor, limit, since,
             on_credentials=lambda updated: save_credentials(mailbox, updated),
-        )  # fmt: skip
-        with closing(rest):
-            cursor = batch.cursor
-            for batch in rest:
-                yield cursor, batch
-                cursor = batch.cursor
+        ) as rest:  # fmt: skip
+            yield cursor, batch
+            for following in rest:
+                yield batch.cursor, following
+                batch = following
         return
+    yield cursor, batch
     while not batch.done:
         cursor = batch.cursor
         batch = provider.changes(folder.name, cursor, limit, since)

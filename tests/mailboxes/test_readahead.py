@@ -1,5 +1,7 @@
 """Reading a folder ahead in a child process (mailboxes/readahead.py), against real Dovecot."""
 
+import time
+
 import pytest
 
 from mailboxes import readahead
@@ -27,7 +29,8 @@ def test_child_reads_the_same_batches_as_the_parent_would(dovecot, smtp_server, 
     cfg = config(dovecot, smtp_server, user, password)
     first, *rest_here = read_here(cfg, limit=2)
 
-    rest_ahead = list(readahead.read_batches("imap", cfg, "INBOX", first.cursor, 2, SINCE))
+    with readahead.ReadAhead("imap", cfg, "INBOX", first.cursor, 2, SINCE) as batches:
+        rest_ahead = list(batches)
 
     def refs_and_ids(batches):
         return [[(m.ref, m.message_id) for m in b.messages] for b in batches]
@@ -42,12 +45,31 @@ def test_a_failure_in_the_child_is_raised_in_the_parent(dovecot, smtp_server, ac
     mailbox.deliver(build_email())
     first = read_here(config(dovecot, smtp_server, user, password), limit=1)[0]
 
-    with pytest.raises(AuthFailed, match="refused the username or password"):
-        list(
-            readahead.read_batches(
-                "imap", config(dovecot, smtp_server, user, "wrong"), "INBOX", first.cursor, 1, SINCE
-            )
-        )
+    cfg = config(dovecot, smtp_server, user, "wrong")
+    with (
+        readahead.ReadAhead("imap", cfg, "INBOX", first.cursor, 1, SINCE) as batches,
+        pytest.raises(AuthFailed, match="refused the username or password"),
+    ):
+        list(batches)
+
+
+def test_closing_stops_the_child_even_before_reading(dovecot, smtp_server, account):
+    user, password, mailbox = account
+    # More batches than the queue holds: the child waits for the reader until closed.
+    for n in range(readahead.QUEUE_BATCHES + 4):
+        mailbox.deliver(build_email(message_id=f"m{n}@example.com"))
+    cfg = config(dovecot, smtp_server, user, password)
+    first = read_here(cfg, limit=1)[0]
+
+    with readahead.ReadAhead("imap", cfg, "INBOX", first.cursor, 1, SINCE) as batches:
+        deadline = time.monotonic() + 10
+        while batches.out.qsize() < readahead.QUEUE_BATCHES and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert batches.out.qsize() == readahead.QUEUE_BATCHES  # read before anyone asked
+        assert batches.child.is_alive()
+
+    assert not batches.child.is_alive()
+    assert batches.child.exitcode is not None
 
 
 def test_mail_read_by_another_session_can_be_fetched_in_full(dovecot, smtp_server, account):
