@@ -63,12 +63,18 @@ def message_ids(value: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _without_nul(text: str) -> str:
+    """NUL shown as the replacement character, like undecodable bytes: PostgreSQL's text
+    cannot hold it, and encoded words, quoted-printable and API strings can all carry it."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def _decode(value: str) -> str:
     """Decode RFC 2047 words leniently; keep the raw text when they are broken."""
     if "=?" not in value:
         return value  # nothing encoded: skip the (slow) decoder
     try:
-        return str(make_header(decode_header(value)))
+        return _without_nul(str(make_header(decode_header(value))))
     except (UnicodeError, LookupError, ValueError, TypeError):
         return value
 
@@ -122,9 +128,9 @@ KEPT_HEADERS = ("message-id", "in-reply-to", "references", "from", "to", "cc", "
 
 def _decode_bytes(raw: bytes) -> str:
     try:
-        return raw.decode("utf-8")
+        return _without_nul(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        return raw.decode("cp1252", "replace")
+        return _without_nul(raw.decode("cp1252", "replace"))
 
 
 def header_values(head: bytes) -> dict[str, str]:
@@ -242,9 +248,9 @@ _MIME_POLICY = _StructureParsedOnce()
 def _part_text(part: Message, charset: str | None) -> str:
     payload = part.get_payload(decode=True) or b""
     try:
-        return payload.decode(charset or "utf-8", errors="replace")
+        return _without_nul(payload.decode(charset or "utf-8", errors="replace"))
     except LookupError:
-        return payload.decode("utf-8", errors="replace")
+        return _without_nul(payload.decode("utf-8", errors="replace"))
 
 
 def parse_message(raw: bytes) -> ParsedMessage:

@@ -222,6 +222,28 @@ def test_malformed_and_huge_messages_are_stored_not_fatal(connected, tracked, ac
     assert logged.message_id.endswith("@invalid")
 
 
+def test_nul_characters_decoded_from_headers_and_bodies_do_not_stop_the_sync(
+    connected, tracked, account
+):
+    # Mail servers strip raw NUL bytes, but encoded words and quoted-printable decode to
+    # them, and PostgreSQL refuses NUL in text: the sync would fail on this mail forever.
+    account[2].deliver(
+        b"From: =?utf-8?q?Ada=00Lovelace?= <ada@example.com>\r\n"
+        b"Subject: =?utf-8?q?Re=3A_Proposal=00?=\r\nMessage-ID: <nul-1@example.com>\r\n"
+        b"In-Reply-To: <" + SENT_ID.encode() + b">\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nYes=00 please\r\n"
+    )
+
+    result = sync(connected)
+
+    assert result.error == ""
+    logged = EmailEngagement.objects.get(message_id="nul-1@example.com")
+    assert (logged.subject, logged.from_name) == ("Re: Proposal\ufffd", "Ada\ufffdLovelace")
+    assert logged.body_text.strip() == "Yes\ufffd please"
+    assert MessageMeta.objects.get(message_id="nul-1@example.com").subject == "Re: Proposal\ufffd"
+
+
 def test_wrong_password_is_recorded_not_raised(connected, dovecot):
     user = connected.settings["username"]
     dovecot.set_password(user, "changed")
