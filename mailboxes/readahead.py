@@ -38,6 +38,7 @@ def _read(
     cursor: str,
     limit: int,
     since: date,
+    prepare: Callable[[Batch], Any] | None,
     out: multiprocessing.Queue,
 ) -> None:
     """The child: read batches from `cursor` until the folder is done, or the first error."""
@@ -49,7 +50,7 @@ def _read(
                 updated = provider.updated_credentials()
                 if updated:  # refreshed tokens: the parent saves them (this child has no ORM)
                     out.put(("credentials", updated))
-                out.put(("batch", batch))
+                out.put(("batch", (batch, prepare(batch) if prepare else None)))
                 if batch.done:
                     return
                 cursor = batch.cursor
@@ -62,8 +63,10 @@ def _read(
 class ReadAhead:
     """A folder's batches from `cursor` on, read by a child process that starts at once.
 
-    Iterate to get the batches (a child's ProviderError is raised here); close it, by a
-    `with` block, to stop the child, whether or not iteration started or finished.
+    Iterate to get (batch, prepared) pairs, where `prepared` is what `prepare(batch)`
+    returned in the child (the caller's own work on the batch, moved to the second core;
+    it must not touch the database) or None. A child's ProviderError is raised here. Close
+    it, by a `with` block, to stop the child, whether or not iteration started or finished.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class ReadAhead:
         limit: int,
         since: date,
         on_credentials: Callable[[dict[str, Any]], None] | None = None,
+        prepare: Callable[[Batch], Any] | None = None,
     ) -> None:
         context = multiprocessing.get_context("fork")
         self.folder = folder
@@ -82,13 +86,13 @@ class ReadAhead:
         self.out = context.Queue(maxsize=QUEUE_BATCHES)
         self.child = context.Process(
             target=_read,
-            args=(kind, config, folder, cursor, limit, since, self.out),
+            args=(kind, config, folder, cursor, limit, since, prepare, self.out),
             name=f"sync read-ahead {folder}",
             daemon=True,
         )
         self.child.start()
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[tuple[Batch, Any]]:
         while True:
             what, value = self._next()
             if what == "error":
@@ -98,7 +102,7 @@ class ReadAhead:
                     self.on_credentials(value)
                 continue
             yield value
-            if value.done:
+            if value[0].done:
                 return
 
     def _next(self) -> tuple[str, Any]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -190,9 +192,9 @@ def sync_mailbox(
         with open_provider(mailbox) as provider:
             for folder in mailbox.folders.all():
                 with closing(_batches(mailbox, provider, folder, limit, since)) as batches:
-                    for read_from, batch in batches:
+                    for read_from, batch, rows in batches:
                         result.new_messages += _apply_batch(
-                            mailbox, folder, batch, provider, on_batch, read_from
+                            mailbox, folder, batch, provider, on_batch, read_from, rows
                         )
     except ProviderError as exc:
         result.error = exc.message
@@ -284,12 +286,13 @@ def notify_disconnected(mailbox_id: int) -> None:
 
 def _batches(
     mailbox: Mailbox, provider: MailProvider, folder: Folder, limit: int, since: date
-) -> Iterator[tuple[str, Batch]]:
-    """A folder's batches, each with the cursor it was read from.
+) -> Iterator[tuple[str, Batch, MetadataRows | None]]:
+    """A folder's batches, each with the cursor it was read from and, when they were made
+    ahead, its metadata rows.
 
     The first is read here. When more than another batch's worth remains (an initial sync,
     a large backlog), a child process starts reading the rest before this one writes the
-    first (readahead.py); otherwise they are read here too.
+    first, and turns each into rows (readahead.py); otherwise they are read here too.
     """
     cursor = folder.cursor
     batch = provider.changes(folder.name, cursor or None, limit, since)
@@ -297,21 +300,21 @@ def _batches(
         with readahead.ReadAhead(
             mailbox.kind, provider_config(mailbox), folder.name, batch.cursor, limit, since,
             on_credentials=lambda updated: save_credentials(mailbox, updated),
+            prepare=lambda b: metadata_rows(mailbox, folder, b.messages),
         ) as rest:  # fmt: skip
-            yield cursor, batch
-            for following in rest:
-                yield batch.cursor, following
+            yield cursor, batch, None
+            for following, rows in rest:
+                yield batch.cursor, following, rows
                 batch = following
         return
-    yield cursor, batch
+    yield cursor, batch, None
     while not batch.done:
         cursor = batch.cursor
         batch = provider.changes(folder.name, cursor, limit, since)
-        yield cursor, batch
+        yield cursor, batch, None
 
 
-_META_FIELDS = MessageMeta._meta.concrete_fields
-_META_JSON = {f.attname for f in _META_FIELDS if isinstance(f, models.JSONField)}
+_META_COLUMNS = [f for f in MessageMeta._meta.concrete_fields if not f.primary_key]
 
 
 def _meta_values(mailbox: Mailbox, folder: Folder, meta: Any, now: Any) -> dict[str, Any]:
@@ -339,7 +342,56 @@ def _meta_values(mailbox: Mailbox, folder: Folder, meta: Any, now: Any) -> dict[
     }
 
 
-def _insert_metadata(rows: list[dict[str, Any]]) -> None:
+# Metadata rows ready to write: PostgreSQL's COPY text, else column values for bulk_create.
+MetadataRows = bytes | list[dict[str, Any]]
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+def _copy_escape(text: str) -> str:
+    # Most header text has nothing to escape, and searching is cheaper than translating.
+    return text.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(text) else text
+
+
+@functools.lru_cache(maxsize=4096)
+def _copy_addresses(addresses: tuple[tuple[tuple[str, str], ...], ...]) -> str:
+    # The same few lists (the user's own address, none at all) recur on most messages.
+    return _copy_escape(json.dumps([dict(address) for address in addresses]))
+
+
+def _copy_encoder(field: models.Field) -> Callable[[Any], str]:
+    """How COPY's text format spells one column's values: NULL is \\N; backslash, tab and
+    line breaks are escaped. (Text cannot hold NUL: the parser never gives one.)"""
+    if isinstance(field, models.JSONField):  # lists of addresses
+        return lambda value: _copy_addresses(tuple(tuple(a.items()) for a in value))
+    if isinstance(field, models.DateTimeField):
+        return lambda value: "\\N" if value is None else value.isoformat()
+    if isinstance(field, models.CharField | models.TextField):
+        return _copy_escape
+    return str  # integers and keys
+
+
+_COPY_ENCODERS = [(f.attname, _copy_encoder(f)) for f in _META_COLUMNS]
+
+
+def metadata_rows(mailbox: Mailbox, folder: Folder, messages: list[Any]) -> MetadataRows:
+    """The metadata rows of a provider's messages, ready for `_insert_metadata`.
+
+    Pure computation, no database: the read-ahead child makes them while the sync writes
+    the previous batch. On PostgreSQL they are COPY's text format, which the sync sends
+    as it is instead of formatting 100,000s of rows itself.
+    """
+    now = timezone.now()
+    values = [_meta_values(mailbox, folder, meta, now) for meta in messages]
+    if connection.vendor != "postgresql":
+        return values
+    return "".join(
+        "\t".join([encode(row[name]) for name, encode in _COPY_ENCODERS]) + "\n" for row in values
+    ).encode()
+
+
+def _insert_metadata(rows: MetadataRows) -> None:
     """Insert metadata rows.
 
     The initial sync writes every message of the last 60 days, so this skips the ORM's
@@ -348,20 +400,15 @@ def _insert_metadata(rows: list[dict[str, Any]]) -> None:
     """
     if not rows:
         return
-    if connection.vendor != "postgresql":
+    if isinstance(rows, list):
         MessageMeta.objects.bulk_create([MessageMeta(**row) for row in rows], batch_size=1000)
         return
-    fields = [f for f in _META_FIELDS if not f.primary_key]
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    names = [f.attname for f in fields]
+    columns = ", ".join(quote(f.column) for f in _META_COLUMNS)
     with connection.cursor() as cursor:
         table = quote(MessageMeta._meta.db_table)
         with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(
-                    [json.dumps(row[name]) if name in _META_JSON else row[name] for name in names]
-                )
+            copy.write(rows)
 
 
 @transaction.atomic
@@ -372,6 +419,7 @@ def _apply_batch(
     provider: MailProvider,
     on_batch: OnBatch | None,
     read_from: str,
+    rows: MetadataRows | None = None,
 ) -> int:
     folder = Folder.objects.select_for_update().get(pk=folder.pk)
     if batch.reset:
@@ -385,9 +433,10 @@ def _apply_batch(
         # (Otherwise none can exist: rows and checkpoint commit together.)
         refs = [meta.ref for meta in batch.messages]
         existing = set(folder.messages.filter(ref__in=refs).values_list("ref", flat=True))
-    now = timezone.now()
     new = [m for m in batch.messages if m.ref not in existing]
-    _insert_metadata([_meta_values(mailbox, folder, m, now) for m in new])
+    if rows is None or existing:
+        rows = metadata_rows(mailbox, folder, new)
+    _insert_metadata(rows)
     for ref, flags in batch.flag_updates.items():
         folder.messages.filter(ref=ref).update(flags=" ".join(flags)[:500])
     if on_batch and new:

@@ -29,8 +29,10 @@ def test_child_reads_the_same_batches_as_the_parent_would(dovecot, smtp_server, 
     cfg = config(dovecot, smtp_server, user, password)
     first, *rest_here = read_here(cfg, limit=2)
 
-    with readahead.ReadAhead("imap", cfg, "INBOX", first.cursor, 2, SINCE) as batches:
-        rest_ahead = list(batches)
+    with readahead.ReadAhead(
+        "imap", cfg, "INBOX", first.cursor, 2, SINCE, prepare=lambda b: len(b.messages)
+    ) as batches:
+        rest_ahead, prepared = zip(*batches, strict=True)
 
     def refs_and_ids(batches):
         return [[(m.ref, m.message_id) for m in b.messages] for b in batches]
@@ -38,6 +40,7 @@ def test_child_reads_the_same_batches_as_the_parent_would(dovecot, smtp_server, 
     assert refs_and_ids(rest_ahead) == refs_and_ids(rest_here)
     assert [b.done for b in rest_ahead] == [False, False, True]
     assert rest_ahead[-1].cursor == rest_here[-1].cursor
+    assert prepared == (2, 2, 1)  # worked out in the child
 
 
 def test_a_failure_in_the_child_is_raised_in_the_parent(dovecot, smtp_server, account):
