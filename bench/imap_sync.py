@@ -27,6 +27,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from importlib import import_module
 from pathlib import Path
 
 from phases import ROOT, run_phase, serve_phase, setup_django  # noqa: E402
@@ -189,8 +190,11 @@ def phase_sync(cfg: dict) -> dict:
     from engagements.matching import log_matches
     from engagements.models import EmailEngagement
     from mailboxes.models import MessageMeta
+    from mailboxes.providers import REGISTRY
     from mailboxes.services import sync_mailbox
 
+    # A worker imports the provider's module at its first sync, not at every one.
+    import_module(REGISTRY["imap"].rpartition(".")[0])
     reset_queries()
     profiler = cProfile.Profile() if cfg.get("profile") else None
     if profiler:  # profile this process only: a forked read-ahead child would inherit it
