@@ -124,6 +124,7 @@ def _addresses(raw: str, problems: list[str], name: str) -> tuple[Address, ...]:
 
 _HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]*:")
 KEPT_HEADERS = ("message-id", "in-reply-to", "references", "from", "to", "cc", "subject", "date")
+_KEPT_NAMES = {name.encode(): name for name in KEPT_HEADERS}  # header names are ASCII
 
 
 def _decode_bytes(raw: bytes) -> str:
@@ -156,8 +157,8 @@ def header_values(head: bytes) -> dict[str, str]:
         if not _HEADER_LINE.match(line):
             break
         name, _, value = line.partition(b":")
-        key = name.decode("ascii").strip().lower()
-        if key in KEPT_HEADERS and key not in found:
+        key = _KEPT_NAMES.get(name.lower())
+        if key is not None and key not in found:
             current = found[key] = [value]
         else:
             current = None
