@@ -1,5 +1,7 @@
 """Syncing a real Dovecot mailbox and logging replies to tracked threads (SPEC L2, L3, L5)."""
 
+from datetime import timedelta
+
 import pytest
 from django.utils import timezone
 
@@ -8,7 +10,14 @@ from engagements.models import Attachment, EmailEngagement, TrackedMessageId
 from engagements.services import Address, EmailData, log_email
 from mailboxes.models import Folder, MessageBody, MessageMeta
 from mailboxes.parsing import parse_headers
-from mailboxes.services import connect_mailbox, reset_sync_state, sync_mailbox
+from mailboxes.services import (
+    _apply_batch,
+    connect_mailbox,
+    metadata_rows,
+    open_provider,
+    reset_sync_state,
+    sync_mailbox,
+)
 from tests.factories import ContactFactory
 from tests.mailboxes.helpers import SENT_ID, UserMailbox, build_email, connect_imap, reply, sync
 from tests.mailboxes.test_parsing import CORPUS
@@ -103,6 +112,25 @@ def test_sync_is_idempotent_and_resync_duplicates_nothing(connected, tracked, ac
     assert (first.new_messages, second.new_messages, third.new_messages) == (4, 0, 4)
     assert EmailEngagement.objects.count() == 4
     assert MessageMeta.objects.count() == 4
+
+
+def test_a_batch_another_sync_stored_meanwhile_is_not_stored_twice(connected, tracked, account):
+    account[2].deliver(reply(1))
+    account[2].deliver(build_email(subject="other"))
+    folder = connected.folders.get(role="inbox")
+    since = (timezone.now() - timedelta(days=60)).date()
+    with open_provider(connected) as provider:
+        stale = provider.changes("INBOX", None, 10, since)  # read, not yet written...
+    sync(connected)  # ...when another sync stores the same messages and moves the checkpoint
+
+    with open_provider(connected) as provider:
+        # Written as a read-ahead child would hand it over: with its rows made in advance.
+        rows = metadata_rows(connected, folder, stale.messages)
+        added = _apply_batch(connected, folder, stale, provider, log_matches, "", rows)
+
+    assert added == 0
+    assert folder.messages.count() == 2
+    assert EmailEngagement.objects.filter(message_id="reply-1@example.com").count() == 1
 
 
 def test_sync_never_changes_flags_or_uids(connected, tracked, account):
