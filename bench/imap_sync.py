@@ -1,8 +1,8 @@
 """IMAP sync benchmark: our initial and incremental sync against raw fetches of the same data.
 
 Loads N messages (default 100,000, dates within 60 days, 1% replies to tracked Message-IDs)
-into a throw-away Dovecot INBOX, then measures, each phase in its own process (so each peak
-RSS is its own):
+into two identical throw-away Dovecot INBOXes, then measures, each phase in its own process
+(so each peak RSS is its own):
 
   (a)  floor: raw `UID FETCH` of the same items with the standard library's imaplib, no parsing
   (a') the same fetch through imapclient (its generic response parser)
@@ -11,8 +11,14 @@ RSS is its own):
   (c)  an incremental sync with nothing new
   (d)  an incremental sync after 100 new messages
 
+The server's state matters as much as the client: the first fetch of these header fields
+makes Dovecot read all N files and fill its cache, later ones read the cache. So (a) and (b)
+are each measured cold (the first fetch of one mailbox and of its twin) and warm (again), and
+each is compared with the floor in the same state; (a'), (b0), (c) and (d) run warm.
+
 Run with `bash bench/run_imap_sync.sh [--messages N] [--profile DIR]` (starts a temporary
-PostgreSQL; --profile writes cProfile stats of (b0) and (b), read them with `python -m pstats`).
+PostgreSQL; --profile writes cProfile stats of the warm (b0) and (b), read them with
+`python -m pstats`).
 """
 
 from __future__ import annotations
@@ -238,18 +244,24 @@ _count_queries.count = 0
 
 
 def phase_reset(cfg: dict) -> dict:
-    """Forget the metadata read so far (as `manage.py resync` does), then vacuum the table as
-    autovacuum soon would: (b) measures a first sync, not one into 100,000 dead rows."""
+    """Back to before the first sync: forget the metadata (as `manage.py resync` does) and
+    the replies the sync logged, then vacuum as autovacuum soon would, so the next sync does
+    the same work as a first one, into tables without 100,000 dead rows."""
     setup_django(CRM_ALLOW_PLAINTEXT_LOOPBACK="true")
     from django.db import connection
 
+    from engagements.models import EmailEngagement, TrackedMessageId
     from mailboxes.models import Mailbox, MessageMeta
     from mailboxes.services import reset_sync_state
 
     reset_sync_state(Mailbox.objects.get(pk=cfg["mailbox_id"]))
+    logged = EmailEngagement.objects.filter(source="sync")
+    TrackedMessageId.objects.filter(engagement__in=logged).delete()
+    logged.delete()
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(f"VACUUM ANALYZE {MessageMeta._meta.db_table}")
+            for model in (MessageMeta, EmailEngagement, TrackedMessageId):
+                cursor.execute(f"VACUUM ANALYZE {model._meta.db_table}")
     return {}
 
 
@@ -292,21 +304,27 @@ def main() -> None:
     from tests.servers.smtp import SmtpServer
 
     with DovecotServer() as server:
-        user, password = server.add_user()
+        user, password = server.add_user()  # the floors read this mailbox
+        twin, twin_password = server.add_user()  # our sync reads this identical one
         with SmtpServer(check_login=lambda u, p: server.users.get(u) == p) as smtp:
             started = time.perf_counter()
             load_maildir(server, user, args.messages)
-            print(f"loaded {args.messages} messages in {time.perf_counter() - started:.1f} s")
+            load_maildir(server, twin, args.messages)
+            print(f"loaded 2 x {args.messages} messages in {time.perf_counter() - started:.1f} s")
             cfg = {"host": server.host, "port": server.port, "user": user, "password": password,
                    "smtp_host": smtp.host, "smtp_port": smtp.port}  # fmt: skip
             results = {}
+            results["a cold"] = run_phase(__file__, "raw", cfg)
             results["a"] = run_phase(__file__, "raw", cfg)
             results["a'"] = run_phase(__file__, "imapclient", cfg)
+            cfg.update(user=twin, password=twin_password)
             cfg.update(run_phase(__file__, "setup", cfg))
             profile = {}
             if args.profile:
                 Path(args.profile).mkdir(parents=True, exist_ok=True)
                 profile = {k: f"{args.profile}/{k}.pstats" for k in ("b0", "b")}
+            results["b cold"] = run_phase(__file__, "sync", cfg)
+            run_phase(__file__, "reset", cfg)
             results["b0"] = run_phase(
                 __file__, "sync", {**cfg, "metadata_only": True, "profile": profile.get("b0")}
             )
@@ -320,26 +338,31 @@ def main() -> None:
 
 def report(count: int, r: dict) -> None:
     labels = {
-        "a": "(a)  floor: imaplib raw UID FETCH, no parsing",
-        "a'": "(a') imapclient fetch (generic parser)",
-        "b0": "(b0) initial sync, metadata only (no matcher)",
-        "b": "(b)  our initial sync into the database",
+        "a cold": "(a)  floor, cold: imaplib raw UID FETCH, no parsing",
+        "b cold": "(b)  our initial sync, cold",
+        "a": "(a)  floor, warm",
+        "a'": "(a') imapclient fetch (generic parser), warm",
+        "b0": "(b0) initial sync, metadata only, warm",
+        "b": "(b)  our initial sync, warm",
         "c": "(c)  incremental sync, nothing new",
         "d": "(d)  incremental sync, 100 new messages",
     }
     print(f"\nIMAP sync benchmark, {count} messages in INBOX (Dovecot on loopback)")
-    print(f"{'phase':48} {'wall':>10} {'peak RSS':>10}  notes")
+    print(f"{'phase':54} {'wall':>10} {'peak RSS':>10}  notes")
     for key, label in labels.items():
         row = r[key]
         wall = f"{row['wall'] * 1000:.1f} ms" if row["wall"] < 1 else f"{row['wall']:.2f} s"
         notes = {k: v for k, v in row.items() if k not in {"wall", "peak_rss_mb"}}
-        print(f"{label:48} {wall:>10} {row['peak_rss_mb']:>7.1f} MB  {notes}")
-    print(f"\n(b)/(a)  = {r['b']['wall'] / r['a']['wall']:.2f}x   (target <= 3x, stretch 2x)")
-    print(f"(b0)/(a) = {r['b0']['wall'] / r['a']['wall']:.2f}x   (metadata only)")
+        print(f"{label:54} {wall:>10} {row['peak_rss_mb']:>7.1f} MB  {notes}")
+    print("\ntarget: (b) <= 3x (a), stretch 2x; each against the floor in the same server state")
+    print(f"cold: (b)/(a)  = {r['b cold']['wall'] / r['a cold']['wall']:.2f}x   (first fetch)")
+    print(f"warm: (b)/(a)  = {r['b']['wall'] / r['a']['wall']:.2f}x")
+    print(f"warm: (b0)/(a) = {r['b0']['wall'] / r['a']['wall']:.2f}x   (metadata only)")
     parsed_floor = r["a'"]["wall"]
-    print(f"(b)/(a') = {r['b']['wall'] / parsed_floor:.2f}x")
-    print(f"(c) = {r['c']['wall'] * 1000:.1f} ms (target < 50 ms); (b) peak RSS "
-          f"{r['b']['peak_rss_mb']:.0f} MB (target < 200 MB)")  # fmt: skip
+    print(f"warm: (b)/(a') = {r['b']['wall'] / parsed_floor:.2f}x")
+    rss = max(r["b"]["peak_rss_mb"], r["b cold"]["peak_rss_mb"])
+    print(f"(c) = {r['c']['wall'] * 1000:.1f} ms (target < 50 ms); "
+          f"(b) peak RSS {rss:.0f} MB (target < 200 MB)")  # fmt: skip
 
 
 if __name__ == "__main__":
