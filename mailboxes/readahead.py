@@ -50,7 +50,10 @@ def _read(
                 updated = provider.updated_credentials()
                 if updated:  # refreshed tokens: the parent saves them (this child has no ORM)
                     out.put(("credentials", updated))
-                out.put(("batch", (batch, prepare(batch) if prepare else None)))
+                # Prepare only while the reader is busy with earlier batches: when it is
+                # waiting, it gets the batch at once and prepares it itself.
+                busy = prepare is not None and out.qsize() > 0
+                out.put(("batch", (batch, prepare(batch) if busy else None)))
                 if batch.done:
                     return
                 cursor = batch.cursor
@@ -63,10 +66,12 @@ def _read(
 class ReadAhead:
     """A folder's batches from `cursor` on, read by a child process that starts at once.
 
-    Iterate to get (batch, prepared) pairs, where `prepared` is what `prepare(batch)`
-    returned in the child (the caller's own work on the batch, moved to the second core;
-    it must not touch the database) or None. A child's ProviderError is raised here. Close
-    it, by a `with` block, to stop the child, whether or not iteration started or finished.
+    Iterate to get (batch, prepared) pairs. `prepare` is the caller's own work on a batch,
+    which the child does on the second core while the caller is busy with earlier batches
+    (it must not touch the database); `prepared` is its result, or None when the caller was
+    waiting and got the batch at once, to prepare itself. A child's ProviderError is raised
+    here. Close it, by a `with` block, to stop the child, whether or not iteration started or
+    finished.
     """
 
     def __init__(

@@ -29,9 +29,7 @@ def test_child_reads_the_same_batches_as_the_parent_would(dovecot, smtp_server, 
     cfg = config(dovecot, smtp_server, user, password)
     first, *rest_here = read_here(cfg, limit=2)
 
-    with readahead.ReadAhead(
-        "imap", cfg, "INBOX", first.cursor, 2, SINCE, prepare=lambda b: len(b.messages)
-    ) as batches:
+    with readahead.ReadAhead("imap", cfg, "INBOX", first.cursor, 2, SINCE) as batches:
         rest_ahead, prepared = zip(*batches, strict=True)
 
     def refs_and_ids(batches):
@@ -40,7 +38,31 @@ def test_child_reads_the_same_batches_as_the_parent_would(dovecot, smtp_server, 
     assert refs_and_ids(rest_ahead) == refs_and_ids(rest_here)
     assert [b.done for b in rest_ahead] == [False, False, True]
     assert rest_ahead[-1].cursor == rest_here[-1].cursor
-    assert prepared == (2, 2, 1)  # worked out in the child
+    assert prepared == (None, None, None)
+
+
+def wait_for_full_queue(batches):
+    deadline = time.monotonic() + 10
+    while batches.out.qsize() < readahead.QUEUE_BATCHES and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert batches.out.qsize() == readahead.QUEUE_BATCHES
+
+
+def test_the_child_prepares_the_batches_that_wait_for_a_busy_reader(dovecot, smtp_server, account):
+    user, password, mailbox = account
+    for n in range(7):
+        mailbox.deliver(build_email(message_id=f"m{n}@example.com"))
+    cfg = config(dovecot, smtp_server, user, password)
+    first = read_here(cfg, limit=2)[0]
+
+    with readahead.ReadAhead(
+        "imap", cfg, "INBOX", first.cursor, 2, SINCE, prepare=lambda b: len(b.messages)
+    ) as batches:
+        wait_for_full_queue(batches)  # this reader is busy elsewhere meanwhile
+        prepared = [result for _batch, result in batches]
+
+    # The first went to a waiting reader as it was; the others waited behind it, prepared.
+    assert prepared == [None, 2, 1]
 
 
 def test_a_failure_in_the_child_is_raised_in_the_parent(dovecot, smtp_server, account):
@@ -65,10 +87,7 @@ def test_closing_stops_the_child_even_before_reading(dovecot, smtp_server, accou
     first = read_here(cfg, limit=1)[0]
 
     with readahead.ReadAhead("imap", cfg, "INBOX", first.cursor, 1, SINCE) as batches:
-        deadline = time.monotonic() + 10
-        while batches.out.qsize() < readahead.QUEUE_BATCHES and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert batches.out.qsize() == readahead.QUEUE_BATCHES  # read before anyone asked
+        wait_for_full_queue(batches)  # read before anyone asked
         assert batches.child.is_alive()
 
     assert not batches.child.is_alive()
