@@ -147,13 +147,12 @@ class MessageMeta(models.Model):
     # An initial sync writes every message of the last 60 days, so each index and database
     # check costs on 100,000s of rows. The folder's constraint is the one that holds the row
     # to its owner: team and mailbox are the folder's own, copied for scoping and the purge,
-    # so they are not checked again. No single-column indexes: the composite indexes below
-    # start with each of these columns.
+    # so they are not checked again. Team and folder need no index of their own: the
+    # composite ones start with them.
     team = models.ForeignKey(Team, on_delete=models.CASCADE, db_constraint=False, db_index=False)
     mailbox = models.ForeignKey(
-        Mailbox, on_delete=models.CASCADE, related_name="messages", db_constraint=False,
-        db_index=False,
-    )  # fmt: skip
+        Mailbox, on_delete=models.CASCADE, related_name="messages", db_constraint=False
+    )
     folder = models.ForeignKey(
         Folder, on_delete=models.CASCADE, related_name="messages", db_index=False
     )
@@ -186,8 +185,6 @@ class MessageMeta(models.Model):
             )
         ]
         indexes = [
-            # Duplicate check and resync: one message per (mailbox, Message-ID).
-            models.Index(fields=["mailbox", "message_id"], name="msgmeta_mailbox_msgid_idx"),
             # Purge (R4) and the support-triage view, newest first.
             models.Index(fields=["team", "created_at"], name="msgmeta_team_created_idx"),
         ]
