@@ -318,7 +318,8 @@ _META_COLUMNS = [f for f in MessageMeta._meta.concrete_fields if not f.primary_k
 
 
 def _meta_values(mailbox: Mailbox, folder: Folder, meta: Any, now: Any) -> dict[str, Any]:
-    """A metadata row's column values (by attname) from a provider's MessageMeta."""
+    """A metadata row's column values (by attname) from a provider's MessageMeta; addresses
+    stay (name, email) pairs until written (see _address_list)."""
     return {
         "team_id": mailbox.team_id,
         "mailbox_id": mailbox.pk,
@@ -329,8 +330,8 @@ def _meta_values(mailbox: Mailbox, folder: Folder, meta: Any, now: Any) -> dict[
         "references": " ".join(meta.references),
         "from_name": meta.from_name[:300],
         "from_address": meta.from_address[:320],
-        "to": [{"name": n, "email": e} for n, e in meta.to],
-        "cc": [{"name": n, "email": e} for n, e in meta.cc],
+        "to": meta.to,
+        "cc": meta.cc,
         "subject": meta.subject[:998],
         "sent_at": meta.sent_at,
         "received_at": meta.received_at,
@@ -354,17 +355,22 @@ def _copy_escape(text: str) -> str:
     return text.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(text) else text
 
 
+def _address_list(pairs: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    """The stored form of To and Cc."""
+    return [{"name": name, "email": email} for name, email in pairs]
+
+
 @functools.lru_cache(maxsize=4096)
-def _copy_addresses(addresses: tuple[tuple[tuple[str, str], ...], ...]) -> str:
+def _copy_addresses(pairs: tuple[tuple[str, str], ...]) -> str:
     # The same few lists (the user's own address, none at all) recur on most messages.
-    return _copy_escape(json.dumps([dict(address) for address in addresses]))
+    return _copy_escape(json.dumps(_address_list(pairs)))
 
 
 def _copy_encoder(field: models.Field) -> Callable[[Any], str]:
     """How COPY's text format spells one column's values: NULL is \\N; backslash, tab and
     line breaks are escaped. (Text cannot hold NUL: the parser never gives one.)"""
-    if isinstance(field, models.JSONField):  # lists of addresses
-        return lambda value: _copy_addresses(tuple(tuple(a.items()) for a in value))
+    if isinstance(field, models.JSONField):  # To and Cc
+        return _copy_addresses
     if isinstance(field, models.DateTimeField):
         return lambda value: "\\N" if value is None else value.isoformat()
     if isinstance(field, models.CharField | models.TextField):
@@ -401,7 +407,10 @@ def _insert_metadata(rows: MetadataRows) -> None:
     if not rows:
         return
     if isinstance(rows, list):
-        MessageMeta.objects.bulk_create([MessageMeta(**row) for row in rows], batch_size=1000)
+        stored = [
+            {**row, "to": _address_list(row["to"]), "cc": _address_list(row["cc"])} for row in rows
+        ]
+        MessageMeta.objects.bulk_create([MessageMeta(**row) for row in stored], batch_size=1000)
         return
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in _META_COLUMNS)

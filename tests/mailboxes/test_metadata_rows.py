@@ -22,12 +22,14 @@ AWKWARD = [
 
 def provider_meta(n, text):
     return ProviderMeta(
-        folder="INBOX", ref=str(n), message_id=f"{n}.{text}@example.com", in_reply_to=text,
-        references=(f"a{n}@example.com", text), from_name=text, from_address=f"{n}@example.com",
-        to=((text, "to@example.com"),), cc=(("", f"cc\\{n}@example.com"),), subject=text,
+        # A different value in every column, so a column written into another shows.
+        folder="INBOX", ref=str(n), message_id=f"{n}.{text}@example.com", in_reply_to=f"r:{text}",
+        references=(f"a{n}@example.com", text), from_name=f"n:{text}",
+        from_address=f"{n}@example.com", to=((f"t:{text}", "to@example.com"),),
+        cc=(("", f"cc\\{n}@example.com"),), subject=f"s:{text}",
         sent_at=datetime(2026, 11, 1, 9, 30, n, tzinfo=UTC) if n % 2 else None,
         received_at=datetime(2026, 11, 1, 9, 31, tzinfo=UTC), size=n * 1000,
-        flags=("\\Seen", "$Label\\1"), problems=(text,), thread_hint=text,
+        flags=("\\Seen", "$Label\\1"), problems=(f"p:{text}",), thread_hint=f"h:{text}",
     )  # fmt: skip
 
 
@@ -41,16 +43,18 @@ def test_awkward_values_read_back_as_given(connected):
     assert len(stored) == len(AWKWARD)
     for meta in metas:
         row = stored[meta.ref]
-        text = meta.subject
+        text = meta.subject[2:]
         assert (row.team_id, row.mailbox_id) == (connected.team_id, connected.pk)
         assert row.message_id == meta.message_id
-        assert (row.subject, row.from_name, row.in_reply_to, row.thread_hint) == (text,) * 4
+        assert (row.subject, row.from_name, row.in_reply_to, row.thread_hint) == (
+            f"s:{text}", f"n:{text}", f"r:{text}", f"h:{text}",
+        )  # fmt: skip
         assert row.references == f"a{meta.ref}@example.com {text}"
-        assert row.to == [{"name": meta.to[0][0], "email": "to@example.com"}]
+        assert row.to == [{"name": f"t:{text}", "email": "to@example.com"}]
         assert row.cc == [{"name": "", "email": f"cc\\{meta.ref}@example.com"}]
         assert (row.sent_at, row.received_at, row.size) == (
             meta.sent_at, meta.received_at, meta.size,
         )  # fmt: skip
         assert row.flags == "\\Seen $Label\\1"
-        assert row.problems == text
+        assert row.problems == f"p:{text}"
     assert MessageMeta.objects.filter(created_at__isnull=True).count() == 0
