@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import itertools
 import json
 import re
 import smtplib
@@ -375,35 +376,18 @@ class ImapProvider:
         return {str(uid): _flags(data) for uid, data in fetched.items()}
 
     def _fetch_meta(self, folder: str, uids: list[int]) -> list[MessageMeta]:
-        """Header metadata of `uids`, read straight from imaplib's literals.
+        """Header metadata of `uids`, read straight off the connection.
 
         imapclient's generic response parser builds a Python object for every token and
-        costs about 7x the transfer itself on large folders (see bench/), so the bulk fetch
-        reads the raw response: a regex over each message's short item list, and the header
-        block to `parsing.parse_headers`.
+        costs about 7x the transfer itself on large folders (see bench/), and imaplib's
+        reader matches several patterns on every line; this bulk fetch reads each message's
+        response as two lines around one literal (`_fetch_responses`): a regex over the
+        short item list, and the header block to `parsing.parse_headers`.
         """
         imap = self.client._imap  # imapclient's underlying imaplib connection
-        # imapclient turns on imaplib's debug output (every line formatted for its logger);
-        # for the bulk fetch that is a fifth of the time, and the lines are header data.
-        debug, imap.debug = imap.debug, 0
-        try:
-            typ, data = self._call(imap.uid, "FETCH", uid_set(uids), META_ITEMS_TEXT)
-        finally:
-            imap.debug = debug
-        if typ != "OK":
-            raise ServerUnavailable(f"The server could not read messages in {folder} ({typ}).")
         wanted = set(uids)
         metas: dict[int, MessageMeta] = {}
-        for index, entry in enumerate(data):
-            if isinstance(entry, tuple):
-                items, header = entry[0], entry[1]
-                following = data[index + 1] if index + 1 < len(data) else b""
-                if isinstance(following, bytes):
-                    items += following  # items the server put after the header literal
-            elif isinstance(entry, bytes) and b"BODY[HEADER" in entry:
-                items, header = entry, b""  # an empty header block, sent as a quoted string
-            else:
-                continue
+        for items, header in self._call(_fetch_responses, imap, uid_set(uids)):
             meta = meta_from_items(folder, items, header)
             if meta is not None and int(meta.ref) in wanted:
                 metas[int(meta.ref)] = meta
@@ -533,6 +517,38 @@ def uid_set(uids: list[int]) -> str:
         if uid is not None:
             start = previous = uid
     return ",".join(ranges)
+
+
+_fetch_tags = itertools.count(1)
+
+
+def _fetch_responses(imap: imaplib.IMAP4, uids: str) -> list[tuple[bytes, bytes]]:
+    """(item list, header block) of each message of a `UID FETCH` of META_ITEMS.
+
+    Sent and read with imaplib's public send/readline/read, under a tag of our own (imaplib's
+    are its 4-letter prefix and a number). A response is one line, or a line that ends in a
+    literal `{n}` and its continuation; the first literal is the header block (an empty
+    block may come as ""). Untagged responses of other kinds (EXISTS, EXPUNGE) are skipped.
+    """
+    tag = b"TL%d" % next(_fetch_tags)
+    imap.send(b"%s UID FETCH %s %s\r\n" % (tag, uids.encode(), META_ITEMS_TEXT.encode()))
+    responses = []
+    while True:
+        line = imap.readline()
+        if not line:
+            raise imaplib.IMAP4.abort("the server closed the connection during a FETCH")
+        if line.startswith(tag + b" "):
+            if line[len(tag) + 1 : len(tag) + 3] != b"OK":
+                raise imaplib.IMAP4.error(line.decode("utf-8", "replace").strip())
+            return responses
+        header = None
+        while line.endswith(b"}\r\n"):
+            start = line.rindex(b"{")
+            literal = imap.read(int(line[start + 1 : -3]))
+            header = literal if header is None else header
+            line = line[:start] + imap.readline()
+        if line.startswith(b"* ") and b" FETCH " in line[:40]:
+            responses.append((line, header or b""))
 
 
 def meta_from_items(folder: str, items: bytes, header: bytes) -> MessageMeta | None:

@@ -304,3 +304,62 @@ def test_idle_check_needs_no_select_and_still_sees_flag_changes(dovecot, smtp_se
     assert (idle.messages, idle.done, idle.cursor) == ([], True, cursor)
     assert selected is None
     assert "\\Answered" in flagged.flag_updates["1"]
+
+
+def scripted_server(responses):
+    """A one-connection IMAP server: greets, answers CAPABILITY, and answers the next
+    command with `responses` (bytes with TAG where that command's tag goes)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        connection, _ = listener.accept()
+        with connection, connection.makefile("rb") as commands:
+            connection.sendall(b"* OK ready\r\n")
+            for line in commands:
+                tag, command = line.split()[:2]
+                if command == b"CAPABILITY":
+                    connection.sendall(b"* CAPABILITY IMAP4rev1\r\n%s OK done\r\n" % tag)
+                else:
+                    connection.sendall(responses.replace(b"TAG", tag))
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_bulk_fetch_reader_takes_literals_quoted_headers_and_interleaved_responses():
+    import imaplib
+
+    from mailboxes.providers.imap import _fetch_responses
+
+    header = b"Subject: {5}\r\nFrom: a@example.com\r\n\r\n"  # literal syntax inside the data
+    listener = scripted_server(
+        b"* 1 FETCH (UID 7 FLAGS (\\Seen) BODY[HEADER.FIELDS (SUBJECT)] {%d}\r\n%s)\r\n"
+        b"* 3 EXISTS\r\n"
+        b'* 2 FETCH (FLAGS () BODY[HEADER.FIELDS (SUBJECT)] "" UID 8)\r\n'
+        b"* 3 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {2}\r\n\r\n UID 9 RFC822.SIZE 40)\r\n"
+        b"TAG OK done\r\n" % (len(header), header)
+    )
+    with listener:
+        imap = imaplib.IMAP4("127.0.0.1", listener.getsockname()[1])
+        responses = _fetch_responses(imap, "7:9")
+        imap.shutdown()
+
+    assert [header for _items, header in responses] == [header, b"", b"\r\n"]
+    items = [items for items, _header in responses]
+    assert items[0].startswith(b"* 1 FETCH (UID 7") and b"{" not in items[0]
+    assert b"UID 8" in items[1]
+    assert items[2].endswith(b" UID 9 RFC822.SIZE 40)\r\n")
+
+
+def test_bulk_fetch_reader_raises_a_refused_fetch():
+    import imaplib
+
+    from mailboxes.providers.imap import _fetch_responses
+
+    listener = scripted_server(b"TAG NO [SERVERBUG] Internal error\r\n")
+    with listener:
+        imap = imaplib.IMAP4("127.0.0.1", listener.getsockname()[1])
+        with pytest.raises(imaplib.IMAP4.error, match="SERVERBUG"):
+            _fetch_responses(imap, "1:2")
+        imap.shutdown()
