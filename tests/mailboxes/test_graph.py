@@ -97,7 +97,7 @@ def test_refresh_rotates_the_refresh_token_and_keeps_the_new_one(outlook, micros
 
 
 def test_revoked_consent_disconnects_as_access_revoked(outlook, microsoft, mailoutbox):
-    microsoft.revoke_consent()
+    microsoft.revoke_all()
 
     result = sync(outlook)
 

@@ -69,9 +69,7 @@ class FakeGoogle(FakeOAuthServer):
         self.history_id = 1000
         self.oldest_history_id = 1000
         self.access_tokens: set[str] = set()
-        self.refresh_tokens: set[str] = set()
         self.sent: list[StoredMessage] = []
-        self._throttle = 0
         self._ids = itertools.count(0x18C0000000000000)
 
     # -- state changed by tests -------------------------------------------------------
@@ -80,16 +78,6 @@ class FakeGoogle(FakeOAuthServer):
         self.access_tokens.add(access)
         self.refresh_tokens.add(refresh)
         return access, refresh
-
-    def revoke_all(self) -> None:
-        self.access_tokens.clear()
-        self.refresh_tokens.clear()
-
-    def expire_access_tokens(self) -> None:
-        self.access_tokens.clear()
-
-    def throttle(self, count: int) -> None:
-        self._throttle = count
 
     def forget_history_before(self, history_id: int) -> None:
         self.oldest_history_id = history_id
@@ -143,8 +131,7 @@ class FakeGoogle(FakeOAuthServer):
         if request.bearer not in self.access_tokens:
             return gmail_error(401, "Request had invalid authentication credentials.",
                                "authError", "UNAUTHENTICATED")  # fmt: skip
-        if self._throttle:
-            self._throttle -= 1
+        if self.throttled():
             response = gmail_error(429, "Too many concurrent requests for user.",
                                    "rateLimitExceeded", "RESOURCE_EXHAUSTED")  # fmt: skip
             response.headers["Retry-After"] = "2"

@@ -54,9 +54,7 @@ class FakeMicrosoft(FakeOAuthServer):
         self.change = 0
         self.oldest_delta = 0
         self.access_tokens: dict[str, float] = {}  # token -> expiry
-        self.refresh_tokens: set[str] = set()
         self.sent: list[StoredMessage] = []
-        self._throttle = 0
         self.moved = False
         self._ids = itertools.count(1)
 
@@ -66,16 +64,6 @@ class FakeMicrosoft(FakeOAuthServer):
         self.access_tokens[access] = time.time() + 3600
         self.refresh_tokens.add(refresh)
         return access, refresh
-
-    def revoke_consent(self) -> None:
-        self.access_tokens.clear()
-        self.refresh_tokens.clear()
-
-    def expire_access_tokens(self) -> None:
-        self.access_tokens.clear()
-
-    def throttle(self, count: int) -> None:
-        self._throttle = count
 
     def move_mailbox(self) -> None:
         self.moved = True
@@ -113,8 +101,7 @@ class FakeMicrosoft(FakeOAuthServer):
             return graph_error(404, "ResourceNotFound", "Unknown path")
         if self.access_tokens.get(request.bearer, 0) < time.time():
             return graph_error(401, "InvalidAuthenticationToken", "Access token has expired.")
-        if self._throttle:
-            self._throttle -= 1
+        if self.throttled():
             response = graph_error(429, "ApplicationThrottled", "Too many requests.")
             response.headers["Retry-After"] = "2"
             return response

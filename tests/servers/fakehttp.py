@@ -136,6 +136,28 @@ class FakeOAuthServer(FakeHTTPServer):
     def __init__(self) -> None:
         super().__init__()
         self.codes: dict[str, dict[str, str]] = {}
+        self.access_tokens: set[str] | dict[str, float] = set()  # each fake chooses its kind
+        self.refresh_tokens: set[str] = set()
+        self._throttle = 0
+
+    def revoke_all(self) -> None:
+        """The user withdrew consent: no token works any more."""
+        self.access_tokens.clear()
+        self.refresh_tokens.clear()
+
+    def expire_access_tokens(self) -> None:
+        self.access_tokens.clear()
+
+    def throttle(self, count: int) -> None:
+        """Answer the next `count` API calls with 429 and Retry-After."""
+        self._throttle = count
+
+    def throttled(self) -> bool:
+        """True (and one fewer to go) while calls are being throttled."""
+        if not self._throttle:
+            return False
+        self._throttle -= 1
+        return True
 
     @property
     def crm_oauth(self) -> dict[str, str]:
