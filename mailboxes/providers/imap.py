@@ -7,6 +7,7 @@ BODY.PEEK, and no flag is set or cleared (SPEC U).
 from __future__ import annotations
 
 import contextlib
+import functools
 import imaplib
 import itertools
 import json
@@ -551,32 +552,46 @@ def _fetch_responses(imap: imaplib.IMAP4, uids: str) -> list[tuple[bytes, bytes]
             responses.append((line, header or b""))
 
 
+# The item list as Dovecot and most servers order it, read by one match; any other order
+# by the item patterns above.
+_ITEMS_IN_ORDER = re.compile(
+    rb'\* \d+ FETCH \(UID (\d+) FLAGS \(([^)]*)\) INTERNALDATE "([^"]+)" RFC822\.SIZE (\d+) '
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _kept_flags(flags: bytes) -> tuple[str, ...]:
+    # A mailbox has few distinct sets of flags.
+    return tuple(sorted(set(flags.decode().split()) - _SESSION_FLAGS))
+
+
 def meta_from_items(folder: str, items: bytes, header: bytes) -> MessageMeta | None:
     """MessageMeta from one FETCH response's item list and header block (None if no UID)."""
-    uid = _UID.search(items)
-    if uid is None:
-        return None
-    flags = _FLAGS.search(items)
-    internaldate = _INTERNALDATE.search(items)
-    size = _SIZE.search(items)
-    received = parse_internaldate(internaldate.group(1)) if internaldate else None
+    in_order = _ITEMS_IN_ORDER.match(items)
+    if in_order is not None:
+        uid, flags, internaldate, size = in_order.groups()
+    else:
+        found = [pattern.search(items) for pattern in (_UID, _FLAGS, _INTERNALDATE, _SIZE)]
+        if found[0] is None:
+            return None
+        uid, flags, internaldate, size = (m.group(1) if m else None for m in found)
     fields = parse_headers(header)
     return MessageMeta(
-        folder=folder,
-        ref=uid.group(1).decode(),
-        message_id=fields.message_id,
-        in_reply_to=fields.in_reply_to,
-        references=fields.references,
-        from_name=fields.from_name,
-        from_address=fields.from_address,
-        to=fields.to,
-        cc=fields.cc,
-        subject=fields.subject,
-        sent_at=fields.sent_at,
-        received_at=received,
-        size=int(size.group(1)) if size else 0,
-        flags=tuple(sorted(set(flags.group(1).decode().split()) - _SESSION_FLAGS)) if flags else (),
-        problems=tuple(fields.problems),
+        folder,
+        uid.decode(),
+        fields.message_id,
+        fields.in_reply_to,
+        fields.references,
+        fields.from_name,
+        fields.from_address,
+        fields.to,
+        fields.cc,
+        fields.subject,
+        fields.sent_at,
+        parse_internaldate(internaldate) if internaldate else None,
+        int(size) if size else 0,
+        _kept_flags(flags) if flags is not None else (),
+        tuple(fields.problems),
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mailboxes.parsing import (
+    KEPT_HEADERS,
     MAX_HEADER_BYTES,
     header_fields,
     message_ids,
@@ -104,21 +105,19 @@ def _email_package_fields(raw: bytes):
     """The reference reading: the stdlib's compat32 parser, through the same interpretation."""
     head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0][:MAX_HEADER_BYTES]
     message = message_from_bytes(head + b"\r\n\r\n", policy=policy.compat32)
-
-    def get(name):
-        for key, value in message.raw_items():
-            if key.lower() == name.lower():
-                text = " ".join(str(value).split())
-                if text.isascii():
-                    return text
-                raw_value = text.encode("utf-8", "surrogateescape")
-                try:
-                    return raw_value.decode("utf-8")
-                except UnicodeDecodeError:
-                    return raw_value.decode("cp1252", "replace")
-        return ""
-
-    return header_fields(get)
+    values = {}
+    for key, value in message.raw_items():
+        if key.lower() not in KEPT_HEADERS or key.lower() in values:
+            continue
+        text = " ".join(str(value).split())
+        if not text.isascii():
+            raw_value = text.encode("utf-8", "surrogateescape")
+            try:
+                text = raw_value.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw_value.decode("cp1252", "replace")
+        values[key.lower()] = text
+    return header_fields(values)
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not present beside the repo")
@@ -198,3 +197,83 @@ def test_parsing_structure_headers_once_reads_every_part_as_policy_default_does(
         assert _parts(raw, _MIME_POLICY) == expected, path.relative_to(CORPUS)
         compared += len(expected)
     assert compared > 500
+
+
+def _corpus_files():
+    return sorted(p for p in CORPUS.rglob("*") if p.is_file())
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not present beside the repo")
+def test_plain_block_reading_equals_the_line_scanner_on_the_corpus():
+    from mailboxes.parsing import _PLAIN_BLOCK, _decode_bytes, _scan_header_lines, header_values
+
+    plain = 0
+    for path in _corpus_files():
+        # As IMAP servers send them: CRLF line ends, which the one-regex reading needs.
+        raw = re.sub(rb"\r?\n", b"\r\n", path.read_bytes())
+        end = _PLAIN_BLOCK.match(raw).end()
+        plain += raw[end : end + 2] == b"\r\n"
+        scanned = _scan_header_lines(raw)
+        expected = {k: " ".join(_decode_bytes(v).split()) for k, v in scanned.items()}
+        assert header_values(raw) == expected, path.relative_to(CORPUS)
+    assert plain > 250
+
+
+def _reference_date(value):
+    from datetime import UTC
+    from email.utils import parsedate_to_datetime
+
+    try:
+        sent_at = parsedate_to_datetime(value)
+        return sent_at.astimezone(UTC) if sent_at.tzinfo else sent_at.replace(tzinfo=UTC)
+    except (ValueError, TypeError, IndexError, OverflowError) as exc:
+        return type(exc)
+
+
+def _our_date(value):
+    from mailboxes.parsing import date_in_utc
+
+    try:
+        return date_in_utc(value)
+    except (ValueError, TypeError, IndexError, OverflowError) as exc:
+        return type(exc)
+
+
+DATES = [
+    "Fri, 27 Nov 2026 01:33:17 +0000",
+    "Fri, 27 Nov 2026 01:33:17 -0000",  # UTC, source zone unknown: naive in the stdlib
+    "Fri, 27 Nov 2026 01:33:17 +0530",
+    "Fri, 27 Nov 2026 01:33:17 -0800 (PST)",
+    "27 Nov 2026 01:33:17 -0800",
+    "Fri, 1 Mar 2024 00:10:00 +0100",  # crosses back into February of a leap year
+    "Fri, 27 Nov 2026 01:33:17 +0075",  # 75 minutes: odd, but the stdlib takes it
+    "Fri, 27 Nov 2026 01:33:17 +9999",  # a day or more: refused
+    "Fri, 31 Feb 2026 01:33:17 +0000",  # no such day
+    "Fri, 27 Nov 2026 24:00:00 +0000",
+    "Fri, 27 Nov 0099 01:33:17 +0000",  # two-digit years are read as 19xx/20xx
+    "Fri, 31 Dec 9999 23:59:59 -2359",  # past the largest datetime in UTC
+    "Mon, 1 Jan 0001 00:00:00 +0100",
+    "Fri, 27 nov 2026 01:33:17 +0000",
+    "Fri, 27 Nov 2026 01:33 +0000",
+    "Fri, 27 Nov 2026 01:33:17 GMT",
+    "Fri, 27 Nov 2026 01:33:17",
+    "Friday, 27 Nov 2026 01:33:17 +0000",
+    "Fri, 2\u0667 Nov 2026 01:33:17 +0000",  # a non-ASCII digit
+    "not a date",
+]
+
+
+def test_everyday_date_reading_equals_parsedate_to_datetime():
+    for value in DATES:
+        assert _our_date(value) == _reference_date(value), value
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not present beside the repo")
+def test_everyday_date_reading_equals_parsedate_to_datetime_on_the_corpus():
+    from mailboxes.parsing import _PLAIN_DATE, header_values
+
+    dates = [header_values(path.read_bytes()).get("date", "") for path in _corpus_files()]
+    dates = [d for d in dates if d]
+    assert sum(_PLAIN_DATE.fullmatch(d) is not None for d in dates) > 200
+    for value in dates:
+        assert _our_date(value) == _reference_date(value), value
