@@ -8,6 +8,7 @@ instead of their sum. Small syncs (the usual incremental one) never fork.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import queue
 from collections.abc import Callable, Iterator
@@ -51,9 +52,12 @@ def _read(
                 if updated:  # refreshed tokens: the parent saves them (this child has no ORM)
                     out.put(("credentials", updated))
                 # Prepare only while the reader is busy with earlier batches: when it is
-                # waiting, it gets the batch at once and prepares it itself.
-                busy = prepare is not None and out.qsize() > 0
-                out.put(("batch", (batch, prepare(batch) if busy else None)))
+                # waiting, it gets the batch at once and prepares it itself. A prepared
+                # batch goes without its messages: what the reader needs of them is prepared.
+                if prepare is not None and out.qsize() > 0:
+                    out.put(("batch", (dataclasses.replace(batch, messages=[]), prepare(batch))))
+                else:
+                    out.put(("batch", (batch, None)))
                 if batch.done:
                     return
                 cursor = batch.cursor
@@ -68,10 +72,11 @@ class ReadAhead:
 
     Iterate to get (batch, prepared) pairs. `prepare` is the caller's own work on a batch,
     which the child does on the second core while the caller is busy with earlier batches
-    (it must not touch the database); `prepared` is its result, or None when the caller was
-    waiting and got the batch at once, to prepare itself. A child's ProviderError is raised
-    here. Close it, by a `with` block, to stop the child, whether or not iteration started or
-    finished.
+    (it must not touch the database); `prepared` is its result, and the batch then comes
+    without its messages (sending 1,000s of them costs more than the rest), or None when
+    the caller was waiting and got the batch at once, to prepare itself. A child's
+    ProviderError is raised here. Close it, by a `with` block, to stop the child, whether or
+    not iteration started or finished.
     """
 
     def __init__(

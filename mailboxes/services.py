@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, models, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from crm_site.emails import send_templated_email
@@ -136,8 +136,9 @@ def connect_mailbox(
 class BatchContext:
     """What the per-batch callback (the matcher) gets.
 
-    `messages` are the new messages' headers (a provider's MessageMeta during a sync, the
-    saved rows on a replay): enough to decide what to log. `stored` gives the saved rows of
+    `messages` are headers of the batch's new messages that answer another (a provider's
+    MessageMeta during a sync, the saved rows on a replay): enough to decide what to log,
+    and the only ones that can be replies. `stored` gives the saved rows of
     the chosen ones, and `fetch_many` their raw copies by pk, in as few round trips as
     their sizes allow, cached for SPEC R3 (messages gone from the server are missing).
     """
@@ -192,9 +193,9 @@ def sync_mailbox(
         with open_provider(mailbox) as provider:
             for folder in mailbox.folders.all():
                 with closing(_batches(mailbox, provider, folder, limit, since)) as batches:
-                    for read_from, batch, rows in batches:
+                    for read_from, batch, prepared in batches:
                         result.new_messages += _apply_batch(
-                            mailbox, folder, batch, provider, on_batch, read_from, rows
+                            mailbox, folder, batch, provider, on_batch, read_from, prepared
                         )
     except ProviderError as exc:
         result.error = exc.message
@@ -286,13 +287,13 @@ def notify_disconnected(mailbox_id: int) -> None:
 
 def _batches(
     mailbox: Mailbox, provider: MailProvider, folder: Folder, limit: int, since: date
-) -> Iterator[tuple[str, Batch, MetadataRows | None]]:
-    """A folder's batches, each with the cursor it was read from and, when they were made
-    ahead, its metadata rows.
+) -> Iterator[tuple[str, Batch, PreparedBatch | None]]:
+    """A folder's batches, each with the cursor it was read from and, when it was prepared
+    ahead, what is written of it.
 
     The first is read here. When more than another batch's worth remains (an initial sync,
     a large backlog), a child process starts reading the rest before this one writes the
-    first, and turns each into rows (readahead.py); otherwise they are read here too.
+    first, and prepares each (readahead.py); otherwise they are read here too.
     """
     cursor = folder.cursor
     batch = provider.changes(folder.name, cursor or None, limit, since)
@@ -300,11 +301,11 @@ def _batches(
         with readahead.ReadAhead(
             mailbox.kind, provider_config(mailbox), folder.name, batch.cursor, limit, since,
             on_credentials=lambda updated: save_credentials(mailbox, updated),
-            prepare=lambda b: metadata_rows(mailbox, folder, b.messages),
+            prepare=lambda b: prepare_batch(mailbox, folder, b.messages),
         ) as rest:  # fmt: skip
             yield cursor, batch, None
-            for following, rows in rest:
-                yield batch.cursor, following, rows
+            for following, prepared in rest:
+                yield batch.cursor, following, prepared
                 batch = following
         return
     yield cursor, batch, None
@@ -312,9 +313,6 @@ def _batches(
         cursor = batch.cursor
         batch = provider.changes(folder.name, cursor, limit, since)
         yield cursor, batch, None
-
-
-_META_COLUMNS = [f for f in MessageMeta._meta.concrete_fields if not f.primary_key]
 
 
 def _meta_values(mailbox: Mailbox, folder: Folder, meta: Any, now: Any) -> dict[str, Any]:
@@ -343,8 +341,9 @@ def _meta_values(mailbox: Mailbox, folder: Folder, meta: Any, now: Any) -> dict[
     }
 
 
-# Metadata rows ready to write: PostgreSQL's COPY text, else column values for bulk_create.
-MetadataRows = bytes | list[dict[str, Any]]
+# Metadata rows ready to write, one per message: PostgreSQL's COPY text, else column values
+# for bulk_create.
+MetadataRows = list[bytes] | list[dict[str, Any]]
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
@@ -363,22 +362,27 @@ def _address_list(pairs: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
 @functools.lru_cache(maxsize=4096)
 def _copy_addresses(pairs: tuple[tuple[str, str], ...]) -> str:
     # The same few lists (the user's own address, none at all) recur on most messages.
-    return _copy_escape(json.dumps(_address_list(pairs)))
+    return _copy_escape(json.dumps(_address_list(pairs), ensure_ascii=False))
 
 
-def _copy_encoder(field: models.Field) -> Callable[[Any], str]:
-    """How COPY's text format spells one column's values: NULL is \\N; backslash, tab and
-    line breaks are escaped. (Text cannot hold NUL: the parser never gives one.)"""
-    if isinstance(field, models.JSONField):  # To and Cc
-        return _copy_addresses
-    if isinstance(field, models.DateTimeField):
-        return lambda value: "\\N" if value is None else value.isoformat()
-    if isinstance(field, models.CharField | models.TextField):
-        return _copy_escape
-    return str  # integers and keys
+def _copy_time(value: Any) -> str:
+    return "\\N" if value is None else value.isoformat()
 
 
-_COPY_ENCODERS = [(f.attname, _copy_encoder(f)) for f in _META_COLUMNS]
+@functools.lru_cache(maxsize=256)
+def _copy_flags(flags: tuple[str, ...]) -> str:
+    # IMAP's system flags start with a backslash; a mailbox has few distinct sets.
+    return _copy_escape(" ".join(flags)[:500])
+
+
+# The columns of a COPY row, in order: the batch's own, a message's free text, its others.
+_COPY_COLUMNS = (
+    "team_id", "mailbox_id", "folder_id",
+    "ref", "message_id", "in_reply_to", "references", "from_name", "from_address", "subject",
+    "problems", "thread_hint",
+    "to", "cc", "sent_at", "received_at", "size", "flags", "created_at",
+)  # fmt: skip
+_TEXT_TABS = 8  # between the free-text columns
 
 
 def metadata_rows(mailbox: Mailbox, folder: Folder, messages: list[Any]) -> MetadataRows:
@@ -389,12 +393,49 @@ def metadata_rows(mailbox: Mailbox, folder: Folder, messages: list[Any]) -> Meta
     as it is instead of formatting 100,000s of rows itself.
     """
     now = timezone.now()
-    values = [_meta_values(mailbox, folder, meta, now) for meta in messages]
     if connection.vendor != "postgresql":
-        return values
-    return "".join(
-        "\t".join([encode(row[name]) for name, encode in _COPY_ENCODERS]) + "\n" for row in values
-    ).encode()
+        return [_meta_values(mailbox, folder, meta, now) for meta in messages]
+    # NULL is \N; backslash, tab and line breaks are escaped. (Text cannot hold NUL: the
+    # parser never gives one.) Header text seldom holds any of them: it is escaped only
+    # when a look at all of a message's text finds one.
+    first = f"{mailbox.team_id}\t{mailbox.pk}\t{folder.pk}\t"
+    last = f"\t{now.isoformat()}\n"
+    lines = []
+    for meta in messages:
+        text = [
+            meta.ref, meta.message_id[:998], meta.in_reply_to[:998], " ".join(meta.references),
+            meta.from_name[:300], meta.from_address[:320], meta.subject[:998],
+            "; ".join(meta.problems)[:500], meta.thread_hint[:200],
+        ]  # fmt: skip
+        joined = "\t".join(text)
+        if joined.count("\t") != _TEXT_TABS or "\\" in joined or "\n" in joined or "\r" in joined:
+            joined = "\t".join([_copy_escape(value) for value in text])
+        others = (
+            _copy_addresses(meta.to), _copy_addresses(meta.cc), _copy_time(meta.sent_at),
+            _copy_time(meta.received_at), str(meta.size), _copy_flags(meta.flags),
+        )  # fmt: skip
+        lines.append((first + joined + "\t" + "\t".join(others) + last).encode())
+    return lines
+
+
+@dataclass
+class PreparedBatch:
+    """What a sync writes and matches of a batch's messages, made without the database (so
+    the read-ahead child can make it): their refs, their rows (in the same order), and
+    those that answer another message (In-Reply-To, References), the only ones the matcher
+    can log (SPEC L2)."""
+
+    refs: list[str]
+    rows: MetadataRows
+    answers: list[Any]
+
+
+def prepare_batch(mailbox: Mailbox, folder: Folder, messages: list[Any]) -> PreparedBatch:
+    return PreparedBatch(
+        refs=[meta.ref for meta in messages],
+        rows=metadata_rows(mailbox, folder, messages),
+        answers=[meta for meta in messages if meta.in_reply_to or meta.references],
+    )
 
 
 def _insert_metadata(rows: MetadataRows) -> None:
@@ -406,31 +447,35 @@ def _insert_metadata(rows: MetadataRows) -> None:
     """
     if not rows:
         return
-    if isinstance(rows, list):
+    if isinstance(rows[0], dict):
         stored = [
             {**row, "to": _address_list(row["to"]), "cc": _address_list(row["cc"])} for row in rows
         ]
         MessageMeta.objects.bulk_create([MessageMeta(**row) for row in stored], batch_size=1000)
         return
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in _META_COLUMNS)
+    fields = {f.attname: f.column for f in MessageMeta._meta.concrete_fields}
+    columns = ", ".join(quote(fields[name]) for name in _COPY_COLUMNS)
     with connection.cursor() as cursor:
         table = quote(MessageMeta._meta.db_table)
         with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            copy.write(rows)
+            copy.write(b"".join(rows))
 
 
 @transaction.atomic
 def _apply_batch(
     mailbox: Mailbox,
     folder: Folder,
-    batch: Any,
+    batch: Batch,
     provider: MailProvider,
     on_batch: OnBatch | None,
     read_from: str,
-    rows: MetadataRows | None = None,
+    prepared: PreparedBatch | None = None,
 ) -> int:
     folder = Folder.objects.select_for_update().get(pk=folder.pk)
+    if prepared is None:
+        prepared = prepare_batch(mailbox, folder, batch.messages)
+    rows, answers = prepared.rows, prepared.answers
     if batch.reset:
         # UIDVALIDITY changed: the old UIDs mean nothing now. Timeline engagements stay;
         # re-read messages are recognised by Message-ID and not logged twice.
@@ -440,23 +485,22 @@ def _apply_batch(
     if folder.cursor != read_from and not batch.reset:
         # Another sync moved the checkpoint since this batch was read: skip what it stored.
         # (Otherwise none can exist: rows and checkpoint commit together.)
-        refs = [meta.ref for meta in batch.messages]
-        existing = set(folder.messages.filter(ref__in=refs).values_list("ref", flat=True))
-    new = [m for m in batch.messages if m.ref not in existing]
-    if rows is None or existing:
-        rows = metadata_rows(mailbox, folder, new)
+        existing = set(folder.messages.filter(ref__in=prepared.refs).values_list("ref", flat=True))
+        rows = [row for ref, row in zip(prepared.refs, rows, strict=True) if ref not in existing]
+        answers = [meta for meta in answers if meta.ref not in existing]
+    new = len(prepared.refs) - len(existing)
     _insert_metadata(rows)
     for ref, flags in batch.flag_updates.items():
         folder.messages.filter(ref=ref).update(flags=" ".join(flags)[:500])
     if on_batch and new:
-        on_batch(BatchContext(mailbox=mailbox, folder=folder, messages=new, provider=provider))
+        on_batch(BatchContext(mailbox=mailbox, folder=folder, messages=answers, provider=provider))
     # The row is locked (select_for_update), so plain arithmetic is safe.
     folder.cursor = batch.cursor
-    folder.synced_count += len(new)
+    folder.synced_count += new
     folder.total_count = folder.synced_count + batch.remaining
     folder.last_synced_at = timezone.now()
     folder.save(update_fields=["cursor", "synced_count", "total_count", "last_synced_at"])
-    return len(new)
+    return new
 
 
 # Raw messages read per FETCH when several are needed: bounds memory for large mail.

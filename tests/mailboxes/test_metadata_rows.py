@@ -58,3 +58,12 @@ def test_awkward_values_read_back_as_given(connected):
         assert row.flags == "\\Seen $Label\\1"
         assert row.problems == f"p:{text}"
     assert MessageMeta.objects.filter(created_at__isnull=True).count() == 0
+
+
+def test_rows_name_every_column_of_the_model(connected):
+    from mailboxes.services import _COPY_COLUMNS, _meta_values
+
+    folder = connected.folders.get(role="inbox")
+    columns = {f.attname for f in MessageMeta._meta.concrete_fields if not f.primary_key}
+    assert sorted(_COPY_COLUMNS) == sorted(columns)
+    assert sorted(_meta_values(connected, folder, provider_meta(1, ""), None)) == sorted(columns)

@@ -59,10 +59,11 @@ def test_the_child_prepares_the_batches_that_wait_for_a_busy_reader(dovecot, smt
         "imap", cfg, "INBOX", first.cursor, 2, SINCE, prepare=lambda b: len(b.messages)
     ) as batches:
         wait_for_full_queue(batches)  # this reader is busy elsewhere meanwhile
-        prepared = [result for _batch, result in batches]
+        prepared = [(len(batch.messages), result) for batch, result in batches]
 
-    # The first went to a waiting reader as it was; the others waited behind it, prepared.
-    assert prepared == [None, 2, 1]
+    # The first went to a waiting reader as it was; the others waited behind it, prepared,
+    # and came without the messages they were prepared from.
+    assert prepared == [(2, None), (0, 2), (0, 1)]
 
 
 def test_a_failure_in_the_child_is_raised_in_the_parent(dovecot, smtp_server, account):

@@ -1,5 +1,6 @@
 """Syncing a real Dovecot mailbox and logging replies to tracked threads (SPEC L2, L3, L5)."""
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -13,8 +14,8 @@ from mailboxes.parsing import parse_headers
 from mailboxes.services import (
     _apply_batch,
     connect_mailbox,
-    metadata_rows,
     open_provider,
+    prepare_batch,
     reset_sync_state,
     sync_mailbox,
 )
@@ -114,23 +115,43 @@ def test_sync_is_idempotent_and_resync_duplicates_nothing(connected, tracked, ac
     assert MessageMeta.objects.count() == 4
 
 
-def test_a_batch_another_sync_stored_meanwhile_is_not_stored_twice(connected, tracked, account):
+@pytest.mark.parametrize("stored_meanwhile", [3, 1])
+def test_a_batch_another_sync_stored_meanwhile_is_not_stored_twice(
+    connected, tracked, account, stored_meanwhile
+):
     account[2].deliver(reply(1))
     account[2].deliver(build_email(subject="other"))
+    account[2].deliver(reply(2))
     folder = connected.folders.get(role="inbox")
     since = (timezone.now() - timedelta(days=60)).date()
     with open_provider(connected) as provider:
         stale = provider.changes("INBOX", None, 10, since)  # read, not yet written...
-    sync(connected)  # ...when another sync stores the same messages and moves the checkpoint
+    # ...when another sync stores some or all of the same messages and moves the checkpoint.
+    if stored_meanwhile == 3:
+        sync(connected)
+    else:
+        batches = []
+
+        def stop_in_the_second_batch(context):
+            batches.append(context)
+            if len(batches) == 2:
+                raise KeyboardInterrupt("stopped")
+            log_matches(context)
+
+        with pytest.raises(KeyboardInterrupt):
+            sync_mailbox(connected.pk, on_batch=stop_in_the_second_batch, limit=1)
+    assert folder.messages.count() == stored_meanwhile
 
     with open_provider(connected) as provider:
-        # Written as a read-ahead child would hand it over: with its rows made in advance.
-        rows = metadata_rows(connected, folder, stale.messages)
-        added = _apply_batch(connected, folder, stale, provider, log_matches, "", rows)
+        # Written as a read-ahead child hands it over: prepared, without its messages.
+        prepared = prepare_batch(connected, folder, stale.messages)
+        bare = dataclasses.replace(stale, messages=[])
+        added = _apply_batch(connected, folder, bare, provider, log_matches, "", prepared)
 
-    assert added == 0
-    assert folder.messages.count() == 2
-    assert EmailEngagement.objects.filter(message_id="reply-1@example.com").count() == 1
+    assert added == 3 - stored_meanwhile
+    assert folder.messages.count() == 3
+    for n in (1, 2):
+        assert EmailEngagement.objects.filter(message_id=f"reply-{n}@example.com").count() == 1
 
 
 def test_sync_never_changes_flags_or_uids(connected, tracked, account):
