@@ -310,6 +310,7 @@ def main() -> None:
             started = time.perf_counter()
             load_maildir(server, user, args.messages)
             load_maildir(server, twin, args.messages)
+            os.sync()  # the kernel writes the new files out now, not during the first phases
             print(f"loaded 2 x {args.messages} messages in {time.perf_counter() - started:.1f} s")
             cfg = {"host": server.host, "port": server.port, "user": user, "password": password,
                    "smtp_host": smtp.host, "smtp_port": smtp.port}  # fmt: skip

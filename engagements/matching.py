@@ -7,16 +7,16 @@ logged on the thread's records; everything else stays metadata only.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from django.db.models import F, Model, Q
 from django.template.defaultfilters import filesizeformat
 
 from contacts.models import Company, Contact, Deal
 from crm_site.db import any_of
-from mailboxes.models import MessageMeta
-from mailboxes.parsing import ParsedAttachment, parse_message
-from mailboxes.providers.base import MessageHeaders
+from mailboxes.models import Mailbox, MessageMeta
+from mailboxes.parsing import ParsedAttachment, ParsedMessage, parse_message
+from mailboxes.providers.base import MailProvider, MessageHeaders
 from mailboxes.services import BatchContext, replay_messages
 from teams.models import RetentionPolicy, Team
 
@@ -63,12 +63,42 @@ def _attachments(
     return attachments, ""
 
 
+def _match_replies(
+    answers: list[tuple[MessageHeaders, list[str]]], tracked: dict[str, int], logged: set[str]
+) -> dict[str, int]:
+    """The replies among `answers` (messages and their ancestors): ref -> thread.
+
+    Headers alone decide, so replies to replies in the same batch match too, whatever order
+    the provider listed them in: each pass matches the replies to what the previous ones
+    matched (so the result lists parents before replies), until a pass finds none. Each
+    reply's own id joins `tracked` and `logged`; one already in `logged` is a duplicate.
+    """
+    matched: dict[str, int] = {}
+    pending = [(m, a) for m, a in answers if m.message_id not in logged]
+    while pending:
+        unmatched = []
+        for meta, ancestors in pending:
+            thread_id = next((tracked[i] for i in ancestors if i in tracked), None)
+            if thread_id is None or meta.message_id in logged:
+                unmatched.append((meta, ancestors))  # untracked (L3), or a duplicate
+                continue
+            matched[meta.ref] = thread_id
+            if meta.message_id:
+                logged.add(meta.message_id)
+                tracked[meta.message_id] = thread_id
+        if len(unmatched) == len(pending):
+            break
+        pending = unmatched
+    return matched
+
+
 def log_matches(context: BatchContext) -> list[str]:
     """Log the batch's replies to tracked threads.
 
     A fixed number of queries and one FETCH per batch, however many messages match:
     tracked ids, already-logged ids, the matched messages' rows, records of their threads,
-    the bodies, and one log_emails for all of them.
+    the bodies (those the read-ahead child did not read and parse: `read_ahead`), and one
+    log_emails for all of them.
     """
     mailbox = context.mailbox
     team = mailbox.team
@@ -85,40 +115,24 @@ def log_matches(context: BatchContext) -> list[str]:
         .filter(message_id__in=any_of({m.message_id for m, _a in answers if m.message_id}))
         .values_list("message_id", flat=True)
     )
-    # Match on headers alone, so replies to replies in the same batch match too, whatever
-    # order the provider listed them in: each pass matches the replies to what the previous
-    # ones matched (so `matched` lists parents before replies), until a pass finds none.
-    # Then all their bodies are read in one round trip.
-    matched: dict[str, int] = {}  # ref -> thread
-    pending = [(m, a) for m, a in answers if m.message_id not in logged]
-    while pending:
-        unmatched = []
-        for meta, ancestors in pending:
-            thread_id = next((tracked[i] for i in ancestors if i in tracked), None)
-            if thread_id is None or meta.message_id in logged:
-                unmatched.append((meta, ancestors))  # untracked (L3), or a duplicate
-                continue
-            matched[meta.ref] = thread_id
-            if meta.message_id:
-                logged.add(meta.message_id)
-                tracked[meta.message_id] = thread_id
-        if len(unmatched) == len(pending):
-            break
-        pending = unmatched
+    matched = _match_replies(answers, tracked, logged)
     if not matched:
         return []
     metas = context.stored(list(matched))
     records = _thread_records(team, set(matched.values()))
     policy, _ = RetentionPolicy.objects.get_or_create(team=team)
     own_address = mailbox.email_address.lower()
-    raws = context.fetch_many(metas)
+    ahead: dict[str, tuple[bytes, ParsedMessage]] = context.ahead or {}
+    raws = context.fetch_many(metas, ready={ref: raw for ref, (raw, _parsed) in ahead.items()})
     items: list[LogItem] = []
     for meta in metas:
         thread_id = matched[meta.ref]
         raw = raws.get(meta.pk)
         if raw is None:
             continue  # deleted on the server meanwhile: nothing to log
-        parsed = parse_message(raw)
+        read, parsed = ahead.get(meta.ref, (None, None))
+        if parsed is None or read != raw:
+            parsed = parse_message(raw)
         # Some providers do not report a size with the metadata (Graph): the raw one counts.
         size = max(meta.size, len(raw))
         attachments, note = _attachments(policy, size, parsed.attachments)
@@ -154,6 +168,63 @@ def log_matches(context: BatchContext) -> list[str]:
         )
     log_emails(team=team, items=items, source=EmailEngagement.Source.SYNC)
     return [item.email.message_id for item in items]
+
+
+# What the read-ahead child reads of likely replies: bounded, since a batch waiting in its
+# pipe holds them.
+AHEAD_MESSAGE_BYTES = 1024 * 1024
+AHEAD_BATCH_BYTES = 8 * 1024 * 1024
+# Above this many tracked ids a team's set is not copied into the child.
+AHEAD_TRACKED_IDS = 200_000
+
+
+class RepliesAhead:
+    """What a large sync's read-ahead child does for this matcher (mailboxes/readahead.py):
+    it follows the folder's reply chains as `log_matches` will, without the database the
+    child cannot use, and reads and parses a batch's likely replies on its own connection,
+    so that they are ready when the batch is matched.
+
+    Likely replies answer an id tracked when the sync started, or such a reply. The matcher
+    still decides with the database: it reads any reply the child missed (a thread tracked
+    since), and leaves unused copies.
+    """
+
+    def __init__(self, tracked_ids: Iterable[str]) -> None:
+        self.tracked = dict.fromkeys(tracked_ids, 0)
+
+    def note(self, messages: Sequence[MessageHeaders]) -> dict[str, int]:
+        """Follow the chains through these messages; their likely replies (ref -> 0)."""
+        answers = [(meta, ancestors) for meta in messages if (ancestors := _ancestors(meta))]
+        return _match_replies(answers, self.tracked, set())
+
+    def prepare(
+        self, provider: MailProvider, folder: str, messages: Sequence[MessageHeaders]
+    ) -> dict[str, tuple[bytes, ParsedMessage]]:
+        """The likely replies among `messages`, read and parsed, by ref (bounded)."""
+        likely = self.note(messages)
+        refs, total = [], 0
+        for meta in messages:
+            if meta.ref in likely and meta.size <= AHEAD_MESSAGE_BYTES:
+                if total + meta.size > AHEAD_BATCH_BYTES:
+                    break
+                refs.append(meta.ref)
+                total += meta.size
+        raws = provider.fetch_many(folder, refs) if refs else {}
+        return {ref: (raw, parse_message(raw)) for ref, raw in raws.items()}
+
+
+def read_ahead(mailbox: Mailbox) -> RepliesAhead | None:
+    """The matcher's read-ahead work for a large sync of the mailbox (see
+    services.ReadAheadWork); None when its team tracks too many ids to copy into the child."""
+    ids = list(
+        TrackedMessageId.objects.for_team(mailbox.team)
+        .order_by()
+        .values_list("message_id", flat=True)[: AHEAD_TRACKED_IDS + 1]
+    )
+    return RepliesAhead(ids) if len(ids) <= AHEAD_TRACKED_IDS else None
+
+
+log_matches.read_ahead = read_ahead  # type: ignore[attr-defined] # see services.ReadAheadWork
 
 
 def log_backlog(team: Team, message_ids: Iterable[str], max_depth: int = 20) -> int:

@@ -16,7 +16,13 @@ from datetime import date
 from typing import Any
 
 from .providers import get_provider
-from .providers.base import Batch, ProviderConfig, ProviderError, ServerUnavailable
+from .providers.base import (
+    Batch,
+    MailProvider,
+    ProviderConfig,
+    ProviderError,
+    ServerUnavailable,
+)
 
 # Batches waiting in the pipe: bounds memory when the writer is the slower side.
 QUEUE_BATCHES = 2
@@ -39,7 +45,7 @@ def _read(
     cursor: str,
     limit: int,
     since: date,
-    prepare: Callable[[Batch], Any] | None,
+    prepare: Callable[[Batch, MailProvider, bool], Any] | None,
     out: multiprocessing.Queue,
 ) -> None:
     """The child: read batches from `cursor` until the folder is done, or the first error."""
@@ -51,13 +57,13 @@ def _read(
                 updated = provider.updated_credentials()
                 if updated:  # refreshed tokens: the parent saves them (this child has no ORM)
                     out.put(("credentials", updated))
-                # Prepare only while the reader is busy with earlier batches: when it is
-                # waiting, it gets the batch at once and prepares it itself. A prepared
-                # batch goes without its messages: what the reader needs of them is prepared.
-                if prepare is not None and out.qsize() > 0:
-                    out.put(("batch", (dataclasses.replace(batch, messages=[]), prepare(batch))))
-                else:
-                    out.put(("batch", (batch, None)))
+                # A reader busy with earlier batches gets this one prepared; a waiting one
+                # should get it at once (see ReadAhead).
+                busy = out.qsize() > 0
+                prepared = prepare(batch, provider, busy) if prepare is not None else None
+                if prepared is not None:  # what the reader needs of the messages is in it
+                    batch = dataclasses.replace(batch, messages=[])
+                out.put(("batch", (batch, prepared)))
                 if batch.done:
                     return
                 cursor = batch.cursor
@@ -70,11 +76,12 @@ def _read(
 class ReadAhead:
     """A folder's batches from `cursor` on, read by a child process that starts at once.
 
-    Iterate to get (batch, prepared) pairs. `prepare` is the caller's own work on a batch,
-    which the child does on the second core while the caller is busy with earlier batches
-    (it must not touch the database); `prepared` is its result, and the batch then comes
-    without its messages (sending 1,000s of them costs more than the rest), or None when
-    the caller was waiting and got the batch at once, to prepare itself. A child's
+    Iterate to get (batch, prepared) pairs. `prepare(batch, provider, busy)` is the caller's
+    own work on each batch, which the child does on the second core with its own connection
+    (it must not touch the database). `busy` says whether the caller is still busy with
+    earlier batches; when it is not, it is waiting, and prepare should do little and may
+    give None. `prepared` is its result; unless it is None, the batch comes without its
+    messages (sending 1,000s of them costs more than the rest). A child's
     ProviderError is raised here. Close it, by a `with` block, to stop the child, whether or
     not iteration started or finished.
     """
@@ -88,7 +95,7 @@ class ReadAhead:
         limit: int,
         since: date,
         on_credentials: Callable[[dict[str, Any]], None] | None = None,
-        prepare: Callable[[Batch], Any] | None = None,
+        prepare: Callable[[Batch, MailProvider, bool], Any] | None = None,
     ) -> None:
         context = multiprocessing.get_context("fork")
         self.folder = folder

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -147,6 +147,7 @@ class BatchContext:
     folder: Folder
     messages: Sequence[MessageHeaders]
     provider: MailProvider
+    ahead: Any = None  # what the callback's read-ahead work gave for this batch (OnBatch)
 
     def stored(self, refs: list[str]) -> list[MessageMeta]:
         """The saved rows of these messages of the folder, in the order of `refs`.
@@ -160,11 +161,30 @@ class BatchContext:
             rows.update((m.ref, m) for m in self.folder.messages.filter(ref__in=missing))
         return [rows[ref] for ref in refs if ref in rows]
 
-    def fetch_many(self, metas: list[MessageMeta]) -> dict[int, bytes]:
-        return fetch_bodies(metas, self.provider)
+    def fetch_many(
+        self, metas: list[MessageMeta], ready: dict[str, bytes] | None = None
+    ) -> dict[int, bytes]:
+        return fetch_bodies(metas, self.provider, ready)
 
 
 OnBatch = Callable[[BatchContext], object]
+
+
+class ReadAheadWork(Protocol):
+    """What a callback may have a large sync's read-ahead child do for it: an OnBatch can
+    offer it as `read_ahead(mailbox) -> ReadAheadWork | None`. The child shows it each
+    batch's messages that answer another, in order; what `prepare` gives for a batch is
+    that batch's BatchContext.ahead (None for the batches it only `note`s)."""
+
+    def note(self, messages: Sequence[MessageHeaders]) -> object:
+        """See these messages without preparing anything (the reader is waiting)."""
+        ...
+
+    def prepare(
+        self, provider: MailProvider, folder: str, messages: Sequence[MessageHeaders]
+    ) -> object:
+        """Prepare what the callback will want of these messages, reading with `provider`."""
+        ...
 
 
 @dataclass
@@ -192,7 +212,8 @@ def sync_mailbox(
     try:
         with open_provider(mailbox) as provider:
             for folder in mailbox.folders.all():
-                with closing(_batches(mailbox, provider, folder, limit, since)) as batches:
+                batches = _batches(mailbox, provider, folder, limit, since, on_batch)
+                with closing(batches):
                     for read_from, batch, prepared in batches:
                         result.new_messages += _apply_batch(
                             mailbox, folder, batch, provider, on_batch, read_from, prepared
@@ -286,22 +307,42 @@ def notify_disconnected(mailbox_id: int) -> None:
 
 
 def _batches(
-    mailbox: Mailbox, provider: MailProvider, folder: Folder, limit: int, since: date
+    mailbox: Mailbox,
+    provider: MailProvider,
+    folder: Folder,
+    limit: int,
+    since: date,
+    on_batch: OnBatch | None,
 ) -> Iterator[tuple[str, Batch, PreparedBatch | None]]:
     """A folder's batches, each with the cursor it was read from and, when it was prepared
     ahead, what is written of it.
 
     The first is read here. When more than another batch's worth remains (an initial sync,
     a large backlog), a child process starts reading the rest before this one writes the
-    first, and prepares each (readahead.py); otherwise they are read here too.
+    first, and prepares each (readahead.py), with the callback's `read_ahead` work if it
+    offers some; otherwise they are read here too.
     """
     cursor = folder.cursor
     batch = provider.changes(folder.name, cursor or None, limit, since)
     if batch.remaining > limit and readahead.can_fork():
+        read_ahead = getattr(on_batch, "read_ahead", None)
+        ahead: ReadAheadWork | None = read_ahead(mailbox) if read_ahead else None
+        if ahead is not None:
+            ahead.note(_answers(batch.messages))  # the child starts from what this one read
+
+        def prepare(batch: Batch, child_provider: MailProvider, busy: bool) -> PreparedBatch | None:
+            if not busy:
+                if ahead is not None:
+                    ahead.note(_answers(batch.messages))
+                return None
+            prepared = prepare_batch(mailbox, folder, batch.messages)
+            if ahead is not None and prepared.answers:
+                prepared.ahead = ahead.prepare(child_provider, folder.name, prepared.answers)
+            return prepared
+
         with readahead.ReadAhead(
             mailbox.kind, provider_config(mailbox), folder.name, batch.cursor, limit, since,
-            on_credentials=lambda updated: save_credentials(mailbox, updated),
-            prepare=lambda b: prepare_batch(mailbox, folder, b.messages),
+            on_credentials=lambda updated: save_credentials(mailbox, updated), prepare=prepare,
         ) as rest:  # fmt: skip
             yield cursor, batch, None
             for following, prepared in rest:
@@ -428,13 +469,18 @@ class PreparedBatch:
     refs: list[str]
     rows: MetadataRows
     answers: list[Any]
+    ahead: Any = None  # the callback's read-ahead work (ReadAheadWork)
+
+
+def _answers(messages: list[Any]) -> list[Any]:
+    return [meta for meta in messages if meta.in_reply_to or meta.references]
 
 
 def prepare_batch(mailbox: Mailbox, folder: Folder, messages: list[Any]) -> PreparedBatch:
     return PreparedBatch(
         refs=[meta.ref for meta in messages],
         rows=metadata_rows(mailbox, folder, messages),
-        answers=[meta for meta in messages if meta.in_reply_to or meta.references],
+        answers=_answers(messages),
     )
 
 
@@ -493,7 +539,15 @@ def _apply_batch(
     for ref, flags in batch.flag_updates.items():
         folder.messages.filter(ref=ref).update(flags=" ".join(flags)[:500])
     if on_batch and new:
-        on_batch(BatchContext(mailbox=mailbox, folder=folder, messages=answers, provider=provider))
+        on_batch(
+            BatchContext(
+                mailbox=mailbox,
+                folder=folder,
+                messages=answers,
+                provider=provider,
+                ahead=prepared.ahead,
+            )
+        )
     # The row is locked (select_for_update), so plain arithmetic is safe.
     folder.cursor = batch.cursor
     folder.synced_count += new
@@ -507,16 +561,28 @@ def _apply_batch(
 FETCH_MANY_BYTES = 20 * 1024 * 1024
 
 
-def fetch_bodies(metas: list[MessageMeta], provider: MailProvider) -> dict[int, bytes]:
-    """Raw messages by MessageMeta pk: from the body cache, else read from the server (in as
-    few requests as their sizes allow) and cached (R3). Messages gone from the server are
-    missing from the result."""
+def fetch_bodies(
+    metas: list[MessageMeta], provider: MailProvider, ready: dict[str, bytes] | None = None
+) -> dict[int, bytes]:
+    """Raw messages by MessageMeta pk: from the body cache, else from `ready` (read ahead,
+    by ref) or the server (in as few requests as their sizes allow), and cached (R3).
+    Messages gone from the server are missing from the result."""
     if not metas:
         return {}
     cached = {
         body.meta_id: bytes(body.raw)
         for body in MessageBody.objects.filter(meta__in=[m.pk for m in metas])
     }
+
+    def keep(group: list[MessageMeta], raws: dict[str, bytes]) -> None:
+        bodies = [
+            MessageBody(team_id=m.team_id, meta=m, raw=raws[m.ref]) for m in group if m.ref in raws
+        ]
+        MessageBody.objects.bulk_create(bodies, ignore_conflicts=True)
+        cached.update({body.meta_id: bytes(body.raw) for body in bodies})
+
+    ready = ready or {}
+    keep([m for m in metas if m.pk not in cached], ready)
     groups: list[list[MessageMeta]] = []
     size = 0
     for meta in (m for m in metas if m.pk not in cached):
@@ -526,12 +592,7 @@ def fetch_bodies(metas: list[MessageMeta], provider: MailProvider) -> dict[int, 
         groups[-1].append(meta)
         size += meta.size
     for group in groups:
-        raws = provider.fetch_many(group[0].folder.name, [m.ref for m in group])
-        bodies = [
-            MessageBody(team_id=m.team_id, meta=m, raw=raws[m.ref]) for m in group if m.ref in raws
-        ]
-        MessageBody.objects.bulk_create(bodies, ignore_conflicts=True)
-        cached.update({body.meta_id: bytes(body.raw) for body in bodies})
+        keep(group, provider.fetch_many(group[0].folder.name, [m.ref for m in group]))
     return cached
 
 

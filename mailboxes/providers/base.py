@@ -78,6 +78,7 @@ class MessageHeaders(Protocol):
     ref: str
     message_id: str
     in_reply_to: str
+    size: int
 
     @property
     def reference_ids(self) -> list[str]: ...

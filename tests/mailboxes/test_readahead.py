@@ -56,7 +56,13 @@ def test_the_child_prepares_the_batches_that_wait_for_a_busy_reader(dovecot, smt
     first = read_here(cfg, limit=2)[0]
 
     with readahead.ReadAhead(
-        "imap", cfg, "INBOX", first.cursor, 2, SINCE, prepare=lambda b: len(b.messages)
+        "imap",
+        cfg,
+        "INBOX",
+        first.cursor,
+        2,
+        SINCE,
+        prepare=lambda b, _provider, busy: len(b.messages) if busy else None,
     ) as batches:
         wait_for_full_queue(batches)  # this reader is busy elsewhere meanwhile
         prepared = [(len(batch.messages), result) for batch, result in batches]

@@ -467,3 +467,78 @@ def test_a_reply_listed_before_its_parent_in_a_batch_is_logged(connected, tracke
     child = EmailEngagement.objects.get(message_id="child@example.com")
     parent = EmailEngagement.objects.get(message_id="parent@example.com")
     assert child.thread_id == parent.thread_id
+
+
+def _two_batches(connected):
+    since = (timezone.now() - timedelta(days=60)).date()
+    with open_provider(connected) as provider:
+        first = provider.changes("INBOX", None, 2, since)
+        second = provider.changes("INBOX", first.cursor, 2, since)
+    return first, second
+
+
+def test_the_read_ahead_work_follows_reply_chains_and_reads_the_replies(
+    connected, tracked, account
+):
+    from engagements.matching import read_ahead
+
+    account[2].deliver(reply(1))  # answers the tracked email
+    account[2].deliver(build_email(subject="other", message_id="other@example.com"))
+    # Answers reply-1 only (no References to the tracked email): a chain across batches.
+    account[2].deliver(
+        build_email(message_id="reply-2@example.com", in_reply_to="reply-1@example.com", text="2")
+    )
+    account[2].deliver(build_email(message_id="unrelated@example.com", in_reply_to="x@y.z"))
+    first, second = _two_batches(connected)
+    ahead = read_ahead(connected)
+
+    ahead.note(first.messages)
+    with open_provider(connected) as provider:
+        prepared = ahead.prepare(provider, "INBOX", second.messages)
+
+    assert list(prepared) == [second.messages[0].ref]
+    raw, parsed = prepared[second.messages[0].ref]
+    assert b"Message-ID: <reply-2@example.com>" in raw
+    assert parsed.text.strip() == "2"
+
+
+def test_the_read_ahead_work_is_bounded(connected, tracked, account, monkeypatch):
+    from engagements import matching
+
+    account[2].deliver(reply(1))
+    account[2].deliver(reply(2))
+    first, _second = _two_batches(connected)
+
+    monkeypatch.setattr(matching, "AHEAD_MESSAGE_BYTES", first.messages[0].size - 1)
+    with open_provider(connected) as provider:
+        too_large = matching.read_ahead(connected).prepare(provider, "INBOX", first.messages)
+    monkeypatch.setattr(matching, "AHEAD_TRACKED_IDS", 0)
+
+    assert too_large == {}
+    assert matching.read_ahead(connected) is None  # one tracked id is too many to copy
+
+
+def test_a_sync_read_ahead_logs_what_a_sync_read_here_logs(connected, tracked, account):
+    # Each answers the one before only: matched through the chain, across batches.
+    chain = [reply(1)] + [
+        build_email(
+            message_id=f"reply-{n}@example.com", in_reply_to=f"reply-{n - 1}@example.com",
+            text=f"text {n}",
+        )
+        for n in range(2, 8)
+    ]  # fmt: skip
+    for n, raw in enumerate(chain):
+        account[2].deliver(raw)
+        account[2].deliver(build_email(subject=f"other {n}"))
+
+    result = sync(connected, limit=2)  # 14 messages: 6 batches read ahead
+
+    assert result.new_messages == 14
+    logged = EmailEngagement.objects.filter(source="sync")
+    assert sorted(logged.values_list("message_id", flat=True)) == [
+        f"reply-{n}@example.com" for n in range(1, 8)
+    ]
+    assert {e.body_text.strip() for e in logged if e.message_id != "reply-1@example.com"} == {
+        f"text {n}" for n in range(2, 8)
+    }
+    assert MessageBody.objects.count() == 7
