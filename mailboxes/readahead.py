@@ -54,13 +54,13 @@ def _read(
         with provider:
             while True:
                 batch = provider.changes(folder, cursor, limit, since)
-                updated = provider.updated_credentials()
-                if updated:  # refreshed tokens: the parent saves them (this child has no ORM)
-                    out.put(("credentials", updated))
                 # A reader busy with earlier batches gets this one prepared; a waiting one
                 # should get it at once (see ReadAhead).
                 busy = out.qsize() > 0
                 prepared = prepare(batch, provider, busy) if prepare is not None else None
+                updated = provider.updated_credentials()  # reading or preparing refreshed
+                if updated:  # refreshed tokens: the parent saves them (this child has no ORM)
+                    out.put(("credentials", updated))
                 if prepared is not None:  # what the reader needs of the messages is in it
                     batch = dataclasses.replace(batch, messages=[])
                 out.put(("batch", (batch, prepared)))
