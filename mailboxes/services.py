@@ -356,6 +356,21 @@ def _batches(
         yield cursor, batch, None
 
 
+# A message's free-text columns, and how they are made from a provider's MessageMeta.
+_TEXT_COLUMNS = (
+    "ref", "message_id", "in_reply_to", "references", "from_name", "from_address", "subject",
+    "problems", "thread_hint",
+)  # fmt: skip
+
+
+def _text_values(meta: Any) -> list[str]:
+    return [
+        meta.ref, meta.message_id[:998], meta.in_reply_to[:998], " ".join(meta.references),
+        meta.from_name[:300], meta.from_address[:320], meta.subject[:998],
+        "; ".join(meta.problems)[:500], meta.thread_hint[:200],
+    ]  # fmt: skip
+
+
 def _meta_values(mailbox: Mailbox, folder: Folder, meta: Any, now: Any) -> dict[str, Any]:
     """A metadata row's column values (by attname) from a provider's MessageMeta; addresses
     stay (name, email) pairs until written (see _address_list)."""
@@ -363,21 +378,13 @@ def _meta_values(mailbox: Mailbox, folder: Folder, meta: Any, now: Any) -> dict[
         "team_id": mailbox.team_id,
         "mailbox_id": mailbox.pk,
         "folder_id": folder.pk,
-        "ref": meta.ref,
-        "message_id": meta.message_id[:998],
-        "in_reply_to": meta.in_reply_to[:998],
-        "references": " ".join(meta.references),
-        "from_name": meta.from_name[:300],
-        "from_address": meta.from_address[:320],
+        **dict(zip(_TEXT_COLUMNS, _text_values(meta), strict=True)),
         "to": meta.to,
         "cc": meta.cc,
-        "subject": meta.subject[:998],
         "sent_at": meta.sent_at,
         "received_at": meta.received_at,
         "size": meta.size,
         "flags": " ".join(meta.flags)[:500],
-        "problems": "; ".join(meta.problems)[:500],
-        "thread_hint": meta.thread_hint[:200],
         "created_at": now,
     }
 
@@ -418,12 +425,9 @@ def _copy_flags(flags: tuple[str, ...]) -> str:
 
 # The columns of a COPY row, in order: the batch's own, a message's free text, its others.
 _COPY_COLUMNS = (
-    "team_id", "mailbox_id", "folder_id",
-    "ref", "message_id", "in_reply_to", "references", "from_name", "from_address", "subject",
-    "problems", "thread_hint",
+    "team_id", "mailbox_id", "folder_id", *_TEXT_COLUMNS,
     "to", "cc", "sent_at", "received_at", "size", "flags", "created_at",
 )  # fmt: skip
-_TEXT_TABS = 8  # between the free-text columns
 
 
 def metadata_rows(mailbox: Mailbox, folder: Folder, messages: list[Any]) -> MetadataRows:
@@ -442,14 +446,11 @@ def metadata_rows(mailbox: Mailbox, folder: Folder, messages: list[Any]) -> Meta
     first = f"{mailbox.team_id}\t{mailbox.pk}\t{folder.pk}\t"
     last = f"\t{now.isoformat()}\n"
     lines = []
+    tabs = len(_TEXT_COLUMNS) - 1
     for meta in messages:
-        text = [
-            meta.ref, meta.message_id[:998], meta.in_reply_to[:998], " ".join(meta.references),
-            meta.from_name[:300], meta.from_address[:320], meta.subject[:998],
-            "; ".join(meta.problems)[:500], meta.thread_hint[:200],
-        ]  # fmt: skip
+        text = _text_values(meta)
         joined = "\t".join(text)
-        if joined.count("\t") != _TEXT_TABS or "\\" in joined or "\n" in joined or "\r" in joined:
+        if joined.count("\t") != tabs or "\\" in joined or "\n" in joined or "\r" in joined:
             joined = "\t".join([_copy_escape(value) for value in text])
         others = (
             _copy_addresses(meta.to), _copy_addresses(meta.cc), _copy_time(meta.sent_at),
