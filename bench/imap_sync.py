@@ -13,10 +13,13 @@ into two identical throw-away Dovecot INBOXes, then measures, each phase in its 
 
 The server's state matters as much as the client: the first fetch of these header fields
 makes Dovecot read all N files and fill its cache, later ones read the cache. So (a) and (b)
-are each measured cold (the first fetch of one mailbox and of its twin) and warm (again), and
-each is compared with the floor in the same state; (a'), (b0), (c) and (d) run warm.
+are each measured cold (as the first fetch: the floor on one mailbox, our sync on its twin,
+each time after removing Dovecot's cache file) and warm (again), and each is compared with
+the floor in the same state; (a'), (b0), (c) and (d) run warm. This machine's speed varies
+from run to run, so (a) and (b) run --rounds times each (alternating), and their medians
+are compared.
 
-Run with `bash bench/run_imap_sync.sh [--messages N] [--profile DIR]` (starts a temporary
+Run with `bash bench/run_imap_sync.sh [--messages N] [--rounds R] [--profile DIR]` (a temporary
 PostgreSQL; --profile writes cProfile stats of the warm (b0) and (b), read them with
 `python -m pstats`).
 """
@@ -290,6 +293,7 @@ PHASES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each (a) and (b)")
     parser.add_argument(
         "--profile", metavar="DIR", help="write cProfile stats of (b0) and (b) into DIR"
     )
@@ -314,27 +318,52 @@ def main() -> None:
             print(f"loaded 2 x {args.messages} messages in {time.perf_counter() - started:.1f} s")
             cfg = {"host": server.host, "port": server.port, "user": user, "password": password,
                    "smtp_host": smtp.host, "smtp_port": smtp.port}  # fmt: skip
-            results = {}
-            results["a cold"] = run_phase(__file__, "raw", cfg)
-            results["a"] = run_phase(__file__, "raw", cfg)
-            results["a'"] = run_phase(__file__, "imapclient", cfg)
-            cfg.update(user=twin, password=twin_password)
-            cfg.update(run_phase(__file__, "setup", cfg))
+            ours = {**cfg, "user": twin, "password": twin_password}
+            ours.update(run_phase(__file__, "setup", ours))
+
+            def cold(who: str) -> None:
+                """Dovecot forgets the header fields it cached: the next fetch reads files."""
+                (server.dir / "mail" / who / "Maildir" / "dovecot.index.cache").unlink(
+                    missing_ok=True
+                )
+
+            runs: dict[str, list[dict]] = {"a cold": [], "b cold": [], "a": [], "b": []}
+            for number in range(args.rounds):
+                if number:  # the first round is the first fetch of each mailbox
+                    cold(user)
+                    run_phase(__file__, "reset", ours)
+                    cold(twin)
+                runs["a cold"].append(run_phase(__file__, "raw", cfg))
+                runs["b cold"].append(run_phase(__file__, "sync", ours))
             profile = {}
             if args.profile:
                 Path(args.profile).mkdir(parents=True, exist_ok=True)
                 profile = {k: f"{args.profile}/{k}.pstats" for k in ("b0", "b")}
-            results["b cold"] = run_phase(__file__, "sync", cfg)
-            run_phase(__file__, "reset", cfg)
+            for number in range(args.rounds):
+                runs["a"].append(run_phase(__file__, "raw", cfg))
+                run_phase(__file__, "reset", ours)
+                last = number == args.rounds - 1
+                runs["b"].append(
+                    run_phase(__file__, "sync", {**ours, "profile": last and profile.get("b")})
+                )
+            results = {key: median_run(rows) for key, rows in runs.items()}
+            results["a'"] = run_phase(__file__, "imapclient", cfg)
+            run_phase(__file__, "reset", ours)
             results["b0"] = run_phase(
-                __file__, "sync", {**cfg, "metadata_only": True, "profile": profile.get("b0")}
+                __file__, "sync", {**ours, "metadata_only": True, "profile": profile.get("b0")}
             )
-            run_phase(__file__, "reset", cfg)
-            results["b"] = run_phase(__file__, "sync", {**cfg, "profile": profile.get("b")})
-            results["c"] = run_phase(__file__, "sync", cfg)
-            run_phase(__file__, "append", {**cfg, "new": 100})
-            results["d"] = run_phase(__file__, "sync", cfg)
+            run_phase(__file__, "reset", ours)
+            run_phase(__file__, "sync", ours)
+            results["c"] = run_phase(__file__, "sync", ours)
+            run_phase(__file__, "append", {**ours, "new": 100})
+            results["d"] = run_phase(__file__, "sync", ours)
     report(args.messages, results)
+
+
+def median_run(rows: list[dict]) -> dict:
+    """The run with the median wall time, noting every run's."""
+    ordered = sorted(rows, key=lambda row: row["wall"])
+    return {**ordered[(len(ordered) - 1) // 2], "runs": [round(row["wall"], 2) for row in rows]}
 
 
 def report(count: int, r: dict) -> None:
