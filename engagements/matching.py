@@ -171,7 +171,7 @@ def log_matches(context: BatchContext) -> list[str]:
 
 
 # What the read-ahead child reads of likely replies: bounded, since a batch waiting in its
-# pipe holds them.
+# pipe holds them. Messages of unknown size (Graph lists none) are left to the matcher.
 AHEAD_MESSAGE_BYTES = 1024 * 1024
 AHEAD_BATCH_BYTES = 8 * 1024 * 1024
 # Above this many tracked ids a team's set is not copied into the child.
@@ -204,7 +204,7 @@ class RepliesAhead:
         likely = self.note(messages)
         refs, total = [], 0
         for meta in messages:
-            if meta.ref in likely and meta.size <= AHEAD_MESSAGE_BYTES:
+            if meta.ref in likely and 0 < meta.size <= AHEAD_MESSAGE_BYTES:
                 if total + meta.size > AHEAD_BATCH_BYTES:
                     break
                 refs.append(meta.ref)

@@ -509,11 +509,16 @@ def test_the_read_ahead_work_is_bounded(connected, tracked, account, monkeypatch
     account[2].deliver(reply(2))
     first, _second = _two_batches(connected)
 
-    monkeypatch.setattr(matching, "AHEAD_MESSAGE_BYTES", first.messages[0].size - 1)
+    unknown_size = [meta._replace(size=0) for meta in first.messages]  # as Graph lists them
     with open_provider(connected) as provider:
+        within = matching.read_ahead(connected).prepare(provider, "INBOX", first.messages)
+        unknown = matching.read_ahead(connected).prepare(provider, "INBOX", unknown_size)
+        monkeypatch.setattr(matching, "AHEAD_MESSAGE_BYTES", first.messages[0].size - 1)
         too_large = matching.read_ahead(connected).prepare(provider, "INBOX", first.messages)
     monkeypatch.setattr(matching, "AHEAD_TRACKED_IDS", 0)
 
+    assert sorted(within) == sorted(meta.ref for meta in first.messages)
+    assert unknown == {}
     assert too_large == {}
     assert matching.read_ahead(connected) is None  # one tracked id is too many to copy
 
