@@ -547,3 +547,21 @@ def test_a_sync_read_ahead_logs_what_a_sync_read_here_logs(connected, tracked, a
         f"text {n}" for n in range(2, 8)
     }
     assert MessageBody.objects.count() == 7
+
+
+def test_bodies_read_ahead_are_cached_and_not_read_again(connected, account):
+    from mailboxes.services import fetch_bodies
+
+    account[2].deliver(reply(1))
+    account[2].deliver(reply(2))
+    sync_mailbox(connected.pk)  # metadata only
+    first, second = MessageMeta.objects.order_by("ref")
+
+    with open_provider(connected) as provider:
+        raws = fetch_bodies([first, second], provider, ready={first.ref: b"read ahead"})
+
+    assert raws[first.pk] == b"read ahead"  # as given, not read from the server
+    assert b"reply-2@example.com" in raws[second.pk]
+    assert dict(MessageBody.objects.values_list("meta_id", "raw")) == {
+        first.pk: b"read ahead", second.pk: raws[second.pk],
+    }  # fmt: skip
