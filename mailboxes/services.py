@@ -330,12 +330,12 @@ def _batches(
         if ahead is not None:
             ahead.note(_answers(batch.messages))  # the child starts from what this one read
 
-        def prepare(batch: Batch, child_provider: MailProvider, busy: bool) -> PreparedBatch | None:
+        def prepare(read: Batch, child_provider: MailProvider, busy: bool) -> PreparedBatch | None:
             if not busy:
                 if ahead is not None:
-                    ahead.note(_answers(batch.messages))
+                    ahead.note(_answers(read.messages))
                 return None
-            prepared = prepare_batch(mailbox, folder, batch.messages)
+            prepared = prepare_batch(mailbox, folder, read.messages)
             if ahead is not None and prepared.answers:
                 prepared.ahead = ahead.prepare(child_provider, folder.name, prepared.answers)
             return prepared
