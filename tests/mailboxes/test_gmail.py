@@ -1,5 +1,5 @@
 """Gmail mailboxes through the real google-api-python-client and google-auth, against a local
-fake of Google's OAuth and Gmail API (tests/servers/fake_google.py)."""
+fake of Google's OAuth and Gmail API (tests/servers/fake_google.py; fixtures in conftest.py)."""
 
 from datetime import timedelta
 
@@ -13,22 +13,9 @@ from engagements.services import Address
 from mailboxes.crypto import Secret
 from mailboxes.models import Mailbox, MessageBody, MessageMeta
 from mailboxes.services import sync_mailbox
-from tests.mailboxes.helpers import build_email, connect_oauth, reply, sync, track_proposal
-from tests.servers.fake_google import FakeGoogle
+from tests.mailboxes.helpers import build_email, reply, sync, track_proposal
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def google(settings):
-    with FakeGoogle() as fake:
-        settings.CRM_OAUTH = {"gmail": fake.crm_oauth}
-        yield fake
-
-
-@pytest.fixture
-def gmail(google, team, owner):
-    return connect_oauth(google, "gmail", team, owner)
 
 
 @pytest.fixture
@@ -114,17 +101,6 @@ def test_revoked_access_disconnects_with_the_cause(gmail, google, mailoutbox):
     assert "revoked" in result.error
     assert gmail.state == "disconnected" and gmail.disconnect_cause == "access_revoked"
     assert len(mailoutbox) == 1
-
-
-def test_throttling_waits_as_asked_and_does_not_disconnect(gmail, google):
-    google.throttle(1)
-
-    result = sync(gmail)
-
-    assert "slow down" in result.error
-    assert gmail.state == "connected"
-    assert 0 < (gmail.retry_at - timezone.now()).total_seconds() <= 2
-    assert sync(gmail).error == ""
 
 
 def test_sending_goes_through_gmail_which_files_it_once(gmail, google, team, owner, ada):

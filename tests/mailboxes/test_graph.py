@@ -1,5 +1,5 @@
 """Microsoft 365 mailboxes through the real O365 client, against a local fake of Microsoft's
-OAuth and Graph mail (tests/servers/fake_microsoft.py)."""
+OAuth and Graph mail (tests/servers/fake_microsoft.py; fixtures in conftest.py)."""
 
 from datetime import timedelta
 
@@ -11,22 +11,9 @@ from engagements.sending import Draft, queue_email
 from engagements.services import Address
 from mailboxes.crypto import Secret
 from mailboxes.models import Mailbox, MessageBody, MessageMeta
-from tests.mailboxes.helpers import build_email, connect_oauth, reply, sync, track_proposal
-from tests.servers.fake_microsoft import FakeMicrosoft
+from tests.mailboxes.helpers import build_email, reply, sync, track_proposal
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def microsoft(settings):
-    with FakeMicrosoft() as fake:
-        settings.CRM_OAUTH = {"graph": fake.crm_oauth}
-        yield fake
-
-
-@pytest.fixture
-def outlook(microsoft, team, owner):
-    return connect_oauth(microsoft, "graph", team, owner)
 
 
 @pytest.fixture
@@ -112,17 +99,6 @@ def test_a_migrated_mailbox_is_named_as_such(outlook, microsoft):
     sync(outlook)
 
     assert outlook.state == "disconnected" and outlook.disconnect_cause == "mailbox_moved"
-
-
-def test_throttling_waits_as_asked_and_does_not_disconnect(outlook, microsoft):
-    microsoft.throttle(1)
-
-    result = sync(outlook)
-
-    assert "slow down" in result.error
-    assert outlook.state == "connected"
-    assert 0 < (outlook.retry_at - timezone.now()).total_seconds() <= 2
-    assert sync(outlook).error == ""
 
 
 def test_sending_posts_mime_which_graph_files_once(outlook, microsoft, team, owner, ada):
