@@ -39,7 +39,7 @@ from email.utils import format_datetime
 from importlib import import_module
 from pathlib import Path
 
-from phases import ROOT, run_phase, serve_phase, setup_django  # noqa: E402
+from phases import ROOT, parse_args, run_phase, setup_django  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -297,11 +297,8 @@ def main() -> None:
     parser.add_argument(
         "--profile", metavar="DIR", help="write cProfile stats of (b0) and (b) into DIR"
     )
-    parser.add_argument("--phase", choices=sorted(PHASES))
-    parser.add_argument("--config")
-    args = parser.parse_args()
-    if args.phase:
-        serve_phase(PHASES, args.phase, args.config)
+    args = parse_args(parser, PHASES)
+    if args is None:
         return
 
     from tests.servers.dovecot import DovecotServer

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from phases import ROOT, run_phase, serve_phase, setup_django  # noqa: E402
+from phases import ROOT, parse_args, run_phase, setup_django  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -103,11 +103,8 @@ PHASES = {"setup": phase_setup, "sync": phase_sync, "floor": phase_floor}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--phase", choices=sorted(PHASES))
-    parser.add_argument("--config")
-    args = parser.parse_args()
-    if args.phase:
-        serve_phase(PHASES, args.phase, args.config)
+    args = parse_args(parser, PHASES)
+    if args is None:
         return
 
     from tests.servers.fake_google import FakeGoogle

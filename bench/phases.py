@@ -3,6 +3,7 @@ its own) and reports a JSON line back."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -48,3 +49,17 @@ def serve_phase(phases: dict[str, Phase], name: str, config: str) -> None:
     result = phases[name](json.loads(config))
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     print(json.dumps(result))
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, phases: dict[str, Phase]
+) -> argparse.Namespace | None:
+    """A benchmark's arguments. In a phase's own process (run_phase passes --phase and
+    --config), run that phase and return None."""
+    parser.add_argument("--phase", choices=sorted(phases))
+    parser.add_argument("--config")
+    args = parser.parse_args()
+    if args.phase:
+        serve_phase(phases, args.phase, args.config)
+        return None
+    return args

@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-from phases import ROOT, run_phase, serve_phase, setup_django  # noqa: E402
+from phases import ROOT, parse_args, run_phase, setup_django  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -107,11 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metadata", type=int, default=1_000_000)
     parser.add_argument("--bodies", type=int, default=100_000)
-    parser.add_argument("--phase", choices=sorted(PHASES))
-    parser.add_argument("--config")
-    args = parser.parse_args()
-    if args.phase:
-        serve_phase(PHASES, args.phase, args.config)
+    args = parse_args(parser, PHASES)
+    if args is None:
         return
 
     cfg = {"metadata": args.metadata, "bodies": args.bodies}
