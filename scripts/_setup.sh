@@ -24,7 +24,19 @@ apt_install() {
 
 setup_venv() {
   # setup_venv REQUIREMENTS_FILE
-  local python=${PYTHON:-python3}
+  # The interpreter a newcomer has: Debian's /usr/bin/python3 where it exists (a separately
+  # installed newer Python on PATH would hide a pin that needs more than Debian ships), else
+  # python3 on PATH; PYTHON overrides both. A .venv made by another interpreter is rebuilt.
+  local python=${PYTHON:-}
+  if [ -z "$python" ]; then
+    if [ -x /usr/bin/python3 ]; then python=/usr/bin/python3; else python=python3; fi
+  fi
+  local want
+  want=$("$python" -c 'import sys; print(sys.version)') || { echo "No Python at $python" >&2; return 1; }
+  if [ -x .venv/bin/python ] && [ "$(.venv/bin/python -c 'import sys; print(sys.version)')" != "$want" ]; then
+    echo "Rebuilding .venv with $python ($("$python" --version))"
+    rm -rf .venv
+  fi
   if [ ! -x .venv/bin/python ]; then
     if ! "$python" -m venv .venv 2>/dev/null; then
       rm -rf .venv

@@ -13,7 +13,7 @@ if [ "$(id -u)" = 0 ] && [ ! -e /etc/postgresql-common/createcluster.d/threadlin
   mkdir -p /etc/postgresql-common/createcluster.d
   echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/threadline.conf
 fi
-apt_install postgresql dovecot-imapd openssl chromium fonts-liberation
+apt_install postgresql dovecot-imapd openssl chromium fonts-liberation libatomic1
 setup_venv requirements-dev.txt
 PY=.venv/bin/python
 export PYTHONDONTWRITEBYTECODE=1
