@@ -282,8 +282,24 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# Rate limits (allauth's login limits, connection attempts) count in this cache: Redis when
+# REDIS_URL is set, so every process and machine shares the counts; otherwise files under
+# CRM_CACHE_DIR, shared by the processes of one machine.
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": env_str("CRM_CACHE_DIR", str(BASE_DIR / "var" / "cache")),
+        }
+    }
+
 # Size limits for CSV imports and uploads.
 CRM_IMPORT_MAX_ROWS = env_int("CRM_IMPORT_MAX_ROWS", 10_000)
+CRM_IMPORT_MAX_MB = env_int("CRM_IMPORT_MAX_MB", 10)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 # Production hardening (SPEC S2): secure cookies and HSTS whenever DEBUG is off.
@@ -315,6 +331,10 @@ LOGGING = {
 CRM_MAIL_CA_FILE = env_str("CRM_MAIL_CA_FILE", "")
 CRM_MAIL_TIMEOUT = env_int("CRM_MAIL_TIMEOUT", 30)
 CRM_ALLOW_PLAINTEXT_LOOPBACK = env_bool("CRM_ALLOW_PLAINTEXT_LOOPBACK", False)
+# Mail servers on loopback, private, link-local and other non-public addresses are refused
+# (the connect form must not probe the deployment's own network) unless this allows them:
+# local test servers and demos only.
+CRM_ALLOW_PRIVATE_MAIL_HOSTS = env_bool("CRM_ALLOW_PRIVATE_MAIL_HOSTS", False)
 # What runs on each synced batch: the engagements app's matcher (mailboxes does not import it).
 CRM_SYNC_MATCHER = env_str("CRM_SYNC_MATCHER", "engagements.matching.log_matches")
 CRM_SYNC_INTERVAL_MINUTES = env_int("CRM_SYNC_INTERVAL_MINUTES", 5)

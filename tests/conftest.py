@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from django.core.cache import cache
 from django.test import Client
 
 from teams.models import Membership
@@ -23,6 +24,14 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 @pytest.fixture(autouse=True)
 def _fast_and_isolated(settings, tmp_path):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Rate-limit counts (logins, connection attempts) start from zero in every test.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "threadline-tests",
+        }
+    }
+    cache.clear()
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.STORAGES = {
@@ -108,6 +117,7 @@ def smtp_server(dovecot, dovecot_plain):
 @pytest.fixture
 def mail_settings(settings):
     settings.CRM_ALLOW_PLAINTEXT_LOOPBACK = True
+    settings.CRM_ALLOW_PRIVATE_MAIL_HOSTS = True
     return settings
 
 
