@@ -107,6 +107,8 @@ def company_list(request: HttpRequest) -> HttpResponse:
         Company.objects.for_team(request.team)
         .select_related("owner")
         .annotate(contact_count=models.Count("contacts", distinct=True))
+        # The aggregate drops Meta.ordering: without it, pages could repeat or skip rows.
+        .order_by("name", "pk")
     )
     return _list(request, queryset, "contacts/company_list.html")
 

@@ -179,6 +179,22 @@ def test_contact_list_paginates(client_for, owner, team):
     assert "Page 1 of 2" in first.content.decode()
 
 
+def test_company_list_pages_are_ordered_by_name_without_repeats(client_for, owner, team):
+    for name in ["Zeta", "Alpha", "Mu", *[f"Beta {n:02}" for n in range(27)]]:
+        CompanyFactory(team=team, name=name)
+    client = client_for(owner)
+
+    first = client.get(reverse("contacts:company_list"))
+    second = client.get(reverse("contacts:company_list"), {"page": 2})
+
+    seen = [c.name for c in first.context["page"].object_list] + [
+        c.name for c in second.context["page"].object_list
+    ]
+    assert seen == sorted(seen)
+    assert len(set(seen)) == 30
+    assert seen[0] == "Alpha" and seen[-1] == "Zeta"
+
+
 def test_contact_list_shows_only_own_team(client_for, owner, team, other_team):
     ContactFactory(team=team, first_name="Mine")
     ContactFactory(team=other_team, first_name="Theirs")
