@@ -49,6 +49,17 @@ def test_setup_schedules_is_idempotent(settings):
     }
 
 
+def test_migrate_creates_the_schedules(settings):
+    settings.CRM_PURGE_INTERVAL_MINUTES = 7
+    Schedule.objects.all().delete()
+
+    call_command("migrate", verbosity=0)
+
+    schedules = {s.name: (s.func, s.minutes) for s in Schedule.objects.all()}
+    assert schedules["retention-purge"] == ("engagements.tasks.purge_task", 7)
+    assert schedules["sync-mailboxes"][0] == "mailboxes.tasks.sync_all_mailboxes_task"
+
+
 def test_scheduled_task_syncs_every_connected_mailbox(connected, tracked, account):
     from mailboxes.tasks import sync_all_mailboxes_task
 
