@@ -50,5 +50,31 @@ setup_venv() {
     .venv/bin/python -m pip install -q --disable-pip-version-check -r "$1"
     cat requirements*.txt > "$stamp"
   fi
-  [ -f .env ] || cp .env.example .env
+  make_env
+}
+
+make_env() {
+  # .env from .env.example the first time, with a fresh random SECRET_KEY and
+  # CRM_ENCRYPTION_KEYS: the example's keys are public, and refused when DEBUG is off.
+  [ -f .env ] && return 0
+  (umask 077 && .venv/bin/python - <<'PY'
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+fresh = {
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "CRM_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+}
+lines = []
+for line in Path(".env.example").read_text().splitlines():
+    name = line.partition("=")[0]
+    lines.append(f"{name}={fresh[name]}" if name in fresh else line)
+Path(".env.tmp").write_text("\n".join(lines) + "\n")
+os.replace(".env.tmp", ".env")
+PY
+  )
+  echo "Wrote .env with new random keys (from .env.example)."
 }
