@@ -80,6 +80,35 @@ CRM_ENCRYPTION_KEYS = env_list("CRM_ENCRYPTION_KEYS", _DEV_ENCRYPTION_KEY if DEB
 if not CRM_ENCRYPTION_KEYS:
     raise ImproperlyConfigured("CRM_ENCRYPTION_KEYS must hold at least one Fernet key.")
 
+
+def _published_keys() -> set[str]:
+    """Keys anyone can read: ours above and the ones `.env.example` ships with."""
+    published = {_DEV_SECRET_KEY, _DEV_ENCRYPTION_KEY}
+    example = BASE_DIR / ".env.example"
+    if example.is_file():
+        for line in example.read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() in {"SECRET_KEY", "CRM_ENCRYPTION_KEYS"}:
+                published.update(v.strip() for v in value.split(",") if v.strip())
+    return published
+
+
+if not DEBUG:
+    # A published key makes the encrypted mailbox passwords as good as plain text (SPEC S1):
+    # refuse to start rather than run with one.
+    _generate = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    if SECRET_KEY in _published_keys() or len(SECRET_KEY) < 40:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is the published example key or shorter than 40 characters; {_generate}"
+        )
+    for _key in CRM_ENCRYPTION_KEYS:
+        if _key in _published_keys():
+            raise ImproperlyConfigured(
+                "CRM_ENCRYPTION_KEYS holds the published example key; generate one with: "
+                "python3 -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'"
+            )
+
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 

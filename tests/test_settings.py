@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,7 @@ def test_task_broker_is_the_orm_by_default_and_redis_when_configured():
     orm = _setting("Q_CLUSTER", **PRODUCTION)
     redis = _setting("Q_CLUSTER", **PRODUCTION, REDIS_URL="redis://127.0.0.1:6399/0")
 
-    assert "'orm': 'default'" in orm.stdout
+    assert "'orm': 'default'" in orm.stdout, orm.stderr
     assert "'redis': 'redis://127.0.0.1:6399/0'" in redis.stdout
     assert "'orm'" not in redis.stdout
 
@@ -77,4 +78,57 @@ def test_database_url_selects_postgresql():
         **{**PRODUCTION, "DATABASE_URL": "postgres://u:p@127.0.0.1:5432/crm"},
     )
 
-    assert result.stdout.strip() == "django.db.backends.postgresql"
+    assert result.stdout.strip() == "django.db.backends.postgresql", result.stderr
+
+
+def test_production_refuses_the_example_keys():
+    # .env.example as a production .env, with only DEBUG turned off.
+    env = {"CRM_ENV_FILE": str(ROOT / ".env.example"), "DEBUG": "false"}
+
+    result = manage("check", **env)
+
+    assert result.returncode != 0
+    assert "SECRET_KEY is the published example key" in result.stderr
+
+
+def test_production_refuses_the_example_encryption_key():
+    example_key = next(
+        line.partition("=")[2]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line.startswith("CRM_ENCRYPTION_KEYS=")
+    )
+
+    result = manage("check", **{**PRODUCTION, "CRM_ENCRYPTION_KEYS": example_key})
+
+    assert result.returncode != 0
+    assert "CRM_ENCRYPTION_KEYS holds the published example key" in result.stderr
+
+
+@pytest.mark.parametrize("secret_key", ["", "short-but-not-empty"])
+def test_production_refuses_an_empty_or_short_secret_key(secret_key):
+    result = manage("check", **{**PRODUCTION, "SECRET_KEY": secret_key})
+
+    assert result.returncode != 0
+    assert "shorter than 40 characters" in result.stderr
+
+
+def test_first_setup_writes_an_env_with_fresh_keys_that_production_accepts(tmp_path):
+    (tmp_path / ".env.example").write_bytes((ROOT / ".env.example").read_bytes())
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+
+    made = subprocess.run(
+        ["bash", "-c", f"source {ROOT / 'scripts/_setup.sh'} && make_env"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert made.returncode == 0, made.stderr
+    written = dict(
+        line.partition("=")[::2]
+        for line in (tmp_path / ".env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert (tmp_path / ".env").stat().st_mode & 0o077 == 0
+    env = {"CRM_ENV_FILE": str(tmp_path / ".env"), "DEBUG": "false", "ALLOWED_HOSTS": "x.test"}
+    check = manage("check", "--deploy", **env)
+    assert check.returncode == 0, check.stderr
+    Fernet(written["CRM_ENCRYPTION_KEYS"].encode())
