@@ -157,7 +157,7 @@ def phase_imapclient(cfg: dict) -> dict:
 
 def phase_setup(cfg: dict) -> dict:
     """Create a team, a tracked thread and the connected mailbox (not timed)."""
-    setup_django(CRM_ALLOW_PLAINTEXT_LOOPBACK="true")
+    setup_django(CRM_ALLOW_PLAINTEXT_LOOPBACK="true", CRM_ALLOW_PRIVATE_MAIL_HOSTS="true")
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
@@ -193,7 +193,7 @@ def phase_setup(cfg: dict) -> dict:
 
 
 def phase_sync(cfg: dict) -> dict:
-    setup_django(CRM_ALLOW_PLAINTEXT_LOOPBACK="true")
+    setup_django(CRM_ALLOW_PLAINTEXT_LOOPBACK="true", CRM_ALLOW_PRIVATE_MAIL_HOSTS="true")
     from django.db import connection, reset_queries
 
     from engagements.matching import log_matches
@@ -250,7 +250,7 @@ def phase_reset(cfg: dict) -> dict:
     """Back to before the first sync: forget the metadata (as `manage.py resync` does) and
     the replies the sync logged, then vacuum as autovacuum soon would, so the next sync does
     the same work as a first one, into tables without 100,000 dead rows."""
-    setup_django(CRM_ALLOW_PLAINTEXT_LOOPBACK="true")
+    setup_django(CRM_ALLOW_PLAINTEXT_LOOPBACK="true", CRM_ALLOW_PRIVATE_MAIL_HOSTS="true")
     from django.db import connection
 
     from engagements.models import EmailEngagement, TrackedMessageId

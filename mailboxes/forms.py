@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from .models import Mailbox
+from .providers import network
 from .providers.imap import is_loopback, pop3_explanation
 
 SECURITY = [("ssl", "SSL/TLS"), ("starttls", "STARTTLS"), ("plain", "None (test servers only)")]
@@ -40,6 +41,20 @@ class ImapConnectForm(forms.Form):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Stored encrypted; some providers require an app password.",
     )
+
+    def _clean_host(self, field: str) -> str:
+        # Plainly non-public servers are refused here, without a lookup; names are checked
+        # once resolved, when connecting (providers/network.py).
+        host: str = self.cleaned_data[field].strip()
+        if not settings.CRM_ALLOW_PRIVATE_MAIL_HOSTS and network.is_plainly_private(host):
+            raise ValidationError(network.refusal_message(host), code="private_host")
+        return host
+
+    def clean_imap_host(self) -> str:
+        return self._clean_host("imap_host")
+
+    def clean_smtp_host(self) -> str:
+        return self._clean_host("smtp_host")
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

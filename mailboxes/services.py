@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -40,8 +43,27 @@ logger = logging.getLogger(__name__)
 SYNC_BATCH_SIZE = 2000
 
 
+# A connection check runs inside a web request: a server that does not answer must not hold
+# the worker for the whole CRM_MAIL_TIMEOUT (syncs, in the task worker, keep that).
+CONNECT_CHECK_TIMEOUT = 10
+
+# Attempts to connect a mailbox through the form, per user and per team in a window. Each one
+# reaches out to a host and port the user chose: bounded, the form is no network scanner.
+CONNECT_ATTEMPTS_PER_USER = 10
+CONNECT_ATTEMPTS_PER_TEAM = 30
+CONNECT_ATTEMPTS_WINDOW = 10 * 60  # seconds
+
+
 class ConnectError(Exception):
     """Connecting failed; the message says why in plain words and nothing was saved."""
+
+
+class TooManyAttempts(ConnectError):
+    """Too many connection attempts lately: nothing was tried; `retry_after` in seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def provider_config(mailbox: Mailbox) -> ProviderConfig:
@@ -50,8 +72,22 @@ def provider_config(mailbox: Mailbox) -> ProviderConfig:
     )
 
 
-def _config(
+def check_config(
     kind: str, email_address: str, provider_settings: dict[str, Any], secret: dict[str, Any]
+) -> ProviderConfig:
+    """The config of a connection check (connect_mailbox): a sync's, with a timeout short
+    enough for a web request."""
+    timeout = min(settings.CRM_MAIL_TIMEOUT, CONNECT_CHECK_TIMEOUT)
+    return _config(kind, email_address, provider_settings, secret, timeout=timeout)
+
+
+def _config(
+    kind: str,
+    email_address: str,
+    provider_settings: dict[str, Any],
+    secret: dict[str, Any],
+    *,
+    timeout: float | None = None,
 ) -> ProviderConfig:
     return ProviderConfig(
         email_address=email_address,
@@ -59,9 +95,51 @@ def _config(
         credentials=secret,
         ca_file=settings.CRM_MAIL_CA_FILE,
         allow_plaintext_loopback=settings.CRM_ALLOW_PLAINTEXT_LOOPBACK,
-        timeout=settings.CRM_MAIL_TIMEOUT,
+        allow_private_hosts=settings.CRM_ALLOW_PRIVATE_MAIL_HOSTS,
+        timeout=settings.CRM_MAIL_TIMEOUT if timeout is None else timeout,
         oauth=settings.CRM_OAUTH.get(kind, {}),
     )
+
+
+def _count_attempt(key: str) -> tuple[int, int]:
+    """Count one attempt under `key` in its window: (attempts so far in the window, seconds
+    until the window ends). The window starts at the key's first attempt."""
+    now = time.time()
+    window = CONNECT_ATTEMPTS_WINDOW
+    cache.add(f"{key}:start", now, window)
+    cache.add(f"{key}:count", 0, window)
+    try:
+        count = cache.incr(f"{key}:count")  # atomic in Redis and the local-memory cache
+    except ValueError:  # the window ended between the two calls
+        cache.set(f"{key}:count", 1, window)
+        count = 1
+    start = cache.get(f"{key}:start", now)
+    return count, max(1, math.ceil(start + window - now))
+
+
+def _wait(seconds: int) -> str:
+    minutes = math.ceil(seconds / 60)
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+
+
+def count_connect_attempt(*, team: Team, user: AbstractBaseUser) -> None:
+    """Count an attempt by `user` to connect a mailbox (each reaches a mail server); raise
+    TooManyAttempts, before anything is tried, once the user or the team is over its limit
+    in the window. A user over the limit does not use up the team's attempts."""
+    attempts, wait = _count_attempt(f"mailboxes:connect-attempts:user:{user.pk}")
+    if attempts > CONNECT_ATTEMPTS_PER_USER:
+        raise TooManyAttempts(
+            "You have tried to connect a mailbox too many times in a short while: wait "
+            f"{_wait(wait)}, then try again.",
+            wait,
+        )
+    attempts, wait = _count_attempt(f"mailboxes:connect-attempts:team:{team.pk}")
+    if attempts > CONNECT_ATTEMPTS_PER_TEAM:
+        raise TooManyAttempts(
+            "Your team has tried to connect mailboxes too many times in a short while: wait "
+            f"{_wait(wait)}, then try again.",
+            wait,
+        )
 
 
 def save_credentials(mailbox: Mailbox, updated: dict[str, Any] | None) -> None:
@@ -95,9 +173,10 @@ def connect_mailbox(
     """Validate a connection for real (SPEC C3) and save the mailbox with its folders.
 
     Connecting the same address again replaces its settings and credentials (reconnect),
-    keeping its sync checkpoints. Raises ConnectError; then nothing is saved.
+    keeping its sync checkpoints. Servers on non-public addresses are refused unless
+    CRM_ALLOW_PRIVATE_MAIL_HOSTS. Raises ConnectError; then nothing is saved.
     """
-    config = _config(kind, email_address, provider_settings, credentials)
+    config = check_config(kind, email_address, provider_settings, credentials)
     try:
         with get_provider(kind, config) as provider:
             found = provider.check()

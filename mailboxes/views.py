@@ -12,7 +12,13 @@ from crm_site.tenancy import get_for_team_or_404, team_member_required
 from .forms import PRESETS, ImapConnectForm, SenderIdentityForm
 from .models import Mailbox
 from .oauth import oauth_available
-from .services import ConnectError, connect_mailbox, delete_mailbox
+from .services import (
+    ConnectError,
+    TooManyAttempts,
+    connect_mailbox,
+    count_connect_attempt,
+    delete_mailbox,
+)
 
 SYNC_TASK = "mailboxes.tasks.sync_mailbox_task"
 
@@ -45,8 +51,10 @@ def mailbox_connect(request: HttpRequest) -> HttpResponse:
         )
         initial = {"email_address": mailbox.email_address, **mailbox.settings}
     form = ImapConnectForm(request.POST or None, initial=initial)
+    retry_after = None
     if request.method == "POST" and form.is_valid():
         try:
+            count_connect_attempt(team=request.team, user=request.user)
             mailbox = connect_mailbox(
                 team=request.team,
                 owner=request.user,
@@ -55,6 +63,9 @@ def mailbox_connect(request: HttpRequest) -> HttpResponse:
                 provider_settings=form.provider_settings(),
                 credentials={"password": form.cleaned_data["password"]},
             )
+        except TooManyAttempts as exc:
+            form.add_error(None, str(exc))
+            retry_after = exc.retry_after
         except ConnectError as exc:
             form.add_error(None, str(exc))
         else:
@@ -63,14 +74,17 @@ def mailbox_connect(request: HttpRequest) -> HttpResponse:
                 request, f"{mailbox.email_address} is connected. The first sync has started."
             )
             return redirect(mailbox)
-    status = 400 if form.errors else 200
     context = {
         "form": form,
         "presets": PRESETS,
         "gmail_available": oauth_available("gmail"),
         "microsoft_available": oauth_available("graph"),
     }
-    return render(request, "mailboxes/mailbox_connect.html", context, status=status)
+    status = 429 if retry_after else 400 if form.errors else 200
+    response = render(request, "mailboxes/mailbox_connect.html", context, status=status)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @team_member_required

@@ -21,6 +21,9 @@ class ProviderConfig:
     credentials: dict[str, Any]
     ca_file: str = ""  # extra trusted CA certificates (self-signed company servers)
     allow_plaintext_loopback: bool = False
+    # Mail servers on loopback, private and other non-public addresses (network.py): local
+    # test servers and demos only (CRM_ALLOW_PRIVATE_MAIL_HOSTS).
+    allow_private_hosts: bool = False
     timeout: float = 30.0
     # OAuth providers: the app's client id/secret and the service's endpoints (settings).
     oauth: dict[str, Any] = field(default_factory=dict)
@@ -175,6 +178,14 @@ class WrongProtocol(ProviderError):
 
     permanent = True
     cause = "wrong_protocol"
+
+
+class PrivateHost(ProviderError):
+    """The server's address is not on the public internet (loopback, a private network, the
+    cloud metadata address...), and settings do not allow such servers (network.py)."""
+
+    permanent = True
+    cause = "private_host"
 
 
 class ServerUnavailable(ProviderError):

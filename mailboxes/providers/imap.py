@@ -24,6 +24,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from ..parsing import parse_headers
+from . import network
 from .base import (
     AuthFailed,
     BadMessage,
@@ -127,6 +128,72 @@ def describe_network_error(exc: BaseException, host: str, port: int) -> Provider
     return ServerUnavailable(f"The connection to {host}:{port} failed ({exc}).")
 
 
+# imaplib and smtplib open their sockets in one overridable method each (imaplib's
+# _create_socket, smtplib's _get_socket, which SMTP_SSL already overrides to wrap TLS): ours
+# open them through network.connect, which refuses non-public servers before anything is sent.
+
+
+class _IMAP4(imaplib.IMAP4):
+    """imaplib's connection, opened by network.connect; TLS from the start with a context."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float | None,
+        ssl_context: ssl.SSLContext | None,
+        allow_private_hosts: bool,
+    ) -> None:
+        self.ssl_context = ssl_context
+        self.allow_private_hosts = allow_private_hosts
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        sock = network.connect(
+            self.host, self.port, timeout=timeout, allow_private=self.allow_private_hosts
+        )
+        if self.ssl_context is None:
+            return sock
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+
+class _IMAPClient(IMAPClient):
+    """IMAPClient over _IMAP4 (imapclient builds its connection in `_create_IMAP4`)."""
+
+    def __init__(self, host: str, port: int, *, allow_private_hosts: bool, **kwargs: Any) -> None:
+        self.allow_private_hosts = allow_private_hosts
+        super().__init__(host, port=port, **kwargs)
+
+    def _create_IMAP4(self) -> imaplib.IMAP4:  # noqa: N802 - imapclient's name
+        return _IMAP4(
+            self.host,
+            self.port,
+            timeout=self._timeout.connect,
+            ssl_context=self.ssl_context if self.ssl else None,
+            allow_private_hosts=self.allow_private_hosts,
+        )
+
+
+class _SMTP(smtplib.SMTP):
+    """smtplib's connection, opened by network.connect."""
+
+    def __init__(self, host: str, port: int, *, allow_private_hosts: bool, **kwargs: Any) -> None:
+        self.allow_private_hosts = allow_private_hosts
+        super().__init__(host, port, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return network.connect(host, port, timeout=timeout, allow_private=self.allow_private_hosts)
+
+
+class _SMTP_SSL(smtplib.SMTP_SSL, _SMTP):  # noqa: N801 - as smtplib's
+    """SMTP_SSL's _get_socket wraps what its super(), _SMTP's, opened."""
+
+    def __init__(self, host: str, port: int, *, allow_private_hosts: bool, **kwargs: Any) -> None:
+        self.allow_private_hosts = allow_private_hosts
+        smtplib.SMTP_SSL.__init__(self, host, port, **kwargs)
+
+
 class ImapProvider:
     """One IMAP connection for the duration of a `with` block."""
 
@@ -174,12 +241,13 @@ class ImapProvider:
         s = self.settings
         self._check_security(s.imap_host, s.imap_security)
         try:
-            client = IMAPClient(
+            client = _IMAPClient(
                 s.imap_host,
-                port=s.imap_port,
+                s.imap_port,
                 ssl=s.imap_security == "ssl",
                 ssl_context=self._ssl_context() if s.imap_security == "ssl" else None,
                 timeout=self.config.timeout,
+                allow_private_hosts=self.config.allow_private_hosts,
             )
             if s.imap_security == "starttls":
                 client.starttls(self._ssl_context())
@@ -211,7 +279,12 @@ class ImapProvider:
         """The first line the IMAP host/port sends, or b"" if it cannot be read."""
         s = self.settings
         try:
-            with socket.create_connection((s.imap_host, s.imap_port), timeout=5) as raw:
+            with network.connect(
+                s.imap_host,
+                s.imap_port,
+                timeout=min(5, self.config.timeout),
+                allow_private=self.config.allow_private_hosts,
+            ) as raw:
                 sock = raw
                 if s.imap_security == "ssl":
                     sock = self._ssl_context().wrap_socket(raw, server_hostname=s.imap_host)
@@ -255,13 +328,17 @@ class ImapProvider:
         s = self.settings
         self._check_security(s.smtp_host, s.smtp_security)
         try:
+            private = self.config.allow_private_hosts
             if s.smtp_security == "ssl":
-                connection: smtplib.SMTP = smtplib.SMTP_SSL(
+                connection: smtplib.SMTP = _SMTP_SSL(
                     s.smtp_host, s.smtp_port, timeout=self.config.timeout,
-                    context=self._ssl_context(),
+                    context=self._ssl_context(), allow_private_hosts=private,
                 )  # fmt: skip
             else:
-                connection = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=self.config.timeout)
+                connection = _SMTP(
+                    s.smtp_host, s.smtp_port, timeout=self.config.timeout,
+                    allow_private_hosts=private,
+                )  # fmt: skip
                 if s.smtp_security == "starttls":
                     connection.starttls(context=self._ssl_context())
             connection.login(s.username, self.config.credentials["password"])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.mailboxes.helpers import connect_oauth
+from tests.mailboxes.helpers import CountingListener, connect_oauth
 from tests.servers.fake_google import FakeGoogle
 from tests.servers.fake_microsoft import FakeMicrosoft
 
@@ -29,3 +29,11 @@ def microsoft(settings):
 @pytest.fixture
 def outlook(microsoft, team, owner):
     return connect_oauth(microsoft, "graph", team, owner)
+
+
+@pytest.fixture
+def listener():
+    """Something listening on loopback (IPv4 and IPv6) that counts connections to it."""
+    server = CountingListener()
+    yield server
+    server.close()

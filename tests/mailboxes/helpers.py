@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -153,3 +155,56 @@ def sync(mailbox, **kwargs):
     result = sync_mailbox(mailbox.pk, on_batch=log_matches, **kwargs)
     mailbox.refresh_from_db()
     return result
+
+
+class CountingListener:
+    """Real listening sockets on 127.0.0.1 and ::1 that count the connections they get and
+    close each at once (so an IMAP or SMTP client gives up quickly).
+
+    `connections` counts every connection made before it is read, even one its client closed
+    before it was accepted: it first connects a probe of its own to each socket and waits
+    until the probe, queued behind them, is accepted.
+    """
+
+    def __init__(self):
+        self._count = 0
+        self._probes: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._sockets = [
+            socket.create_server(("127.0.0.1", 0)),
+            socket.create_server(("::1", 0), family=socket.AF_INET6),
+        ]
+        self.port, self.port6 = (s.getsockname()[1] for s in self._sockets)
+        for listening in self._sockets:
+            threading.Thread(target=self._serve, args=(listening,), daemon=True).start()
+
+    def _serve(self, listening):
+        while True:
+            try:
+                connection, peer = listening.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                probe = self._probes.pop(peer[1], None)
+                if probe is None:
+                    self._count += 1
+            connection.close()
+            if probe is not None:
+                probe.set()
+
+    @property
+    def connections(self) -> int:
+        for listening in self._sockets:
+            host, port = listening.getsockname()[:2]
+            with socket.socket(listening.family) as probe:
+                probe.bind((host, 0))
+                accepted = self._probes[probe.getsockname()[1]] = threading.Event()
+                probe.connect((host, port))
+                assert accepted.wait(5), "the listener did not accept its probe"
+        with self._lock:
+            return self._count
+
+    def close(self):
+        for listening in self._sockets:
+            listening.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            listening.close()

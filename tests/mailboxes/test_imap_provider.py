@@ -49,6 +49,7 @@ def config(server, smtp, user, password, *, ca_file="", allow_plain=True, **sett
         credentials={"password": password},
         ca_file=ca_file,
         allow_plaintext_loopback=allow_plain,
+        allow_private_hosts=True,  # the test servers listen on loopback
         timeout=5,
     )
 
