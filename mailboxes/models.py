@@ -72,6 +72,9 @@ class Mailbox(models.Model):
     failing_since = models.DateTimeField(null=True, blank=True)
     retry_at = models.DateTimeField(null=True, blank=True)
     is_syncing = models.BooleanField(default=False)
+    # When a sync was queued that has not started yet: one queued sync per mailbox, however
+    # often "Sync now", the schedule or a reconnect asks (mailboxes.services.queue_sync).
+    sync_queued_at = models.DateTimeField(null=True, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 

@@ -20,10 +20,9 @@ from django.contrib import messages
 from django.http import HttpRequest
 from django.shortcuts import redirect
 from django.urls import reverse
-from django_q.tasks import async_task
 
 from .models import Mailbox
-from .services import ConnectError, connect_mailbox
+from .services import ConnectError, connect_mailbox, queue_sync
 
 # allauth provider id -> Mailbox.Kind
 MAILBOX_KINDS = {"google": Mailbox.Kind.GMAIL, "microsoft": Mailbox.Kind.GRAPH}
@@ -79,7 +78,7 @@ class MailboxSocialAccountAdapter(DefaultSocialAccountAdapter):
         except ConnectError as exc:
             messages.error(request, f"The mailbox could not be connected: {exc}")
             raise ImmediateHttpResponse(redirect("mailboxes:mailbox_list")) from None
-        async_task("mailboxes.tasks.sync_mailbox_task", mailbox.pk, group="sync")
+        queue_sync(mailbox.pk)
         messages.success(
             request, f"{mailbox.email_address} is connected. The first sync has started."
         )

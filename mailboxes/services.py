@@ -17,8 +17,9 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from crm_site.emails import send_templated_email
 from teams.models import RetentionPolicy, Team
@@ -318,6 +319,30 @@ def sync_mailbox(
 
 # The longest wait between retries of a failing server.
 MAX_RETRY_DELAY = timedelta(hours=4)
+
+
+SYNC_TASK = "mailboxes.tasks.sync_mailbox_task"
+
+
+def queue_sync(mailbox_id: int) -> bool:
+    """Queue a sync of the mailbox unless one is already queued and not yet started; return
+    whether this call queued it. A queued sync that has not started within the broker's
+    retry window is taken as lost, and may be queued again."""
+    now = timezone.now()
+    lost = now - timedelta(seconds=int(settings.Q_CLUSTER["retry"]))  # type: ignore[call-overload]
+    claimed = (
+        Mailbox.objects.filter(pk=mailbox_id)
+        .filter(models.Q(sync_queued_at__isnull=True) | models.Q(sync_queued_at__lt=lost))
+        .update(sync_queued_at=now)
+    )
+    if claimed:
+        async_task(SYNC_TASK, mailbox_id, group="sync")
+    return bool(claimed)
+
+
+def start_queued_sync(mailbox_id: int) -> None:
+    """The queued sync has started: a later request queues another one."""
+    Mailbox.objects.filter(pk=mailbox_id).update(sync_queued_at=None)
 
 
 def retry_delay(failures: int) -> timedelta:

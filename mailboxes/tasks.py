@@ -5,10 +5,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
-from django_q.tasks import async_task
 
 from .models import Mailbox
-from .services import SyncResult, sync_mailbox
+from .services import SyncResult, queue_sync, start_queued_sync, sync_mailbox
 
 
 def run_sync(mailbox_id: int) -> SyncResult:
@@ -17,6 +16,7 @@ def run_sync(mailbox_id: int) -> SyncResult:
 
 
 def sync_mailbox_task(mailbox_id: int) -> str:
+    start_queued_sync(mailbox_id)
     result = run_sync(mailbox_id)
     if result.error:
         return f"mailbox {mailbox_id}: {result.error}"
@@ -27,6 +27,6 @@ def sync_all_mailboxes_task() -> str:
     """Queue a sync of every connected mailbox not waiting for a retry (the schedule's entry
     point)."""
     ids = list(Mailbox.objects.due(timezone.now()).values_list("pk", flat=True))
-    for mailbox_id in ids:
-        async_task("mailboxes.tasks.sync_mailbox_task", mailbox_id, group="sync")
-    return f"queued {len(ids)} mailbox sync(s)"
+    queued = sum(queue_sync(mailbox_id) for mailbox_id in ids)
+    waiting = f"; {len(ids) - queued} already queued" if queued < len(ids) else ""
+    return f"queued {queued} mailbox sync(s){waiting}"

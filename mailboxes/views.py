@@ -5,7 +5,6 @@ from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
-from django_q.tasks import async_task
 
 from crm_site.tenancy import get_for_team_or_404, team_member_required
 
@@ -18,9 +17,8 @@ from .services import (
     connect_mailbox,
     count_connect_attempt,
     delete_mailbox,
+    queue_sync,
 )
-
-SYNC_TASK = "mailboxes.tasks.sync_mailbox_task"
 
 
 def _mailbox(request: HttpRequest, pk: int) -> Mailbox:
@@ -69,7 +67,7 @@ def mailbox_connect(request: HttpRequest) -> HttpResponse:
         except ConnectError as exc:
             form.add_error(None, str(exc))
         else:
-            async_task(SYNC_TASK, mailbox.pk, group="sync")
+            queue_sync(mailbox.pk)
             messages.success(
                 request, f"{mailbox.email_address} is connected. The first sync has started."
             )
@@ -141,8 +139,10 @@ def mailbox_status(request: HttpRequest, pk: int) -> HttpResponse:
 @team_member_required
 def mailbox_sync(request: HttpRequest, pk: int) -> HttpResponse:
     mailbox = _mailbox(request, pk)
-    async_task(SYNC_TASK, mailbox.pk, group="sync")
-    messages.success(request, "Sync started.")
+    if queue_sync(mailbox.pk):
+        messages.success(request, "Sync started.")
+    else:
+        messages.info(request, "A sync of this mailbox is already waiting to start.")
     return redirect(mailbox)
 
 
