@@ -197,7 +197,16 @@ AUTH_PASSWORD_VALIDATORS = [
 # django-allauth: email is the login; signing up creates a team (teams.adapters).
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
-ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "optional")
+# Mandatory verification is what lets sign-up hide whether an address already has an
+# account (allauth's enumeration prevention): an existing address gets an email, and the
+# page says the same as for a new one. An invitation's address counts as verified.
+ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "mandatory")
+ACCOUNT_PREVENT_ENUMERATION = True
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+# Failed logins: 10 a minute from one address, and 5 in 5 minutes for one account from one
+# address (teams.adapters keys them by both): a stranger failing on purpose cannot lock
+# the account's owner out, and a guesser waits 5 minutes after 5 tries.
+ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
 ACCOUNT_ADAPTER = "teams.adapters.TeamAccountAdapter"
 ACCOUNT_LOGOUT_ON_GET = False
 # Gmail and Microsoft 365 mailboxes connect over OAuth through allauth's providers

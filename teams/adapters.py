@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from ipaddress import ip_address, ip_network
+from typing import Any
+
 from allauth.account.adapter import DefaultAccountAdapter
 from django.http import HttpRequest
 
@@ -12,6 +15,14 @@ INVITATION_SESSION_KEY = "threadline_invitation"
 class TeamAccountAdapter(DefaultAccountAdapter):
     """Signing up either accepts the invitation that brought the user, or creates a team."""
 
+    def _get_login_attempts_cache_key(self, request: HttpRequest, **credentials: Any) -> str:
+        # allauth counts failed logins per account: five failures from anywhere would lock the
+        # owner out. Count them per account and client address (an IPv6 /64 as one).
+        address = ip_address(self.get_client_ip(request))
+        if address.version == 6:
+            address = ip_network(f"{address}/64", strict=False).network_address
+        return f"{super()._get_login_attempts_cache_key(request, **credentials)}:{address}"
+
     def save_user(self, request: HttpRequest, user, form, commit: bool = True):  # type: ignore[no-untyped-def]
         user = super().save_user(request, user, form, commit=commit)
         if not commit:
@@ -21,6 +32,8 @@ class TeamAccountAdapter(DefaultAccountAdapter):
         if invitation and invitation.email.lower() == user.email.lower():
             try:
                 accept_invitation(invitation=invitation, user=user)
+                # The invitation reached this address: no verification email is needed.
+                self.stash_verified_email(request, user.email)
                 return user
             except InvitationError:
                 pass

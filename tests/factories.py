@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import factory
+from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
@@ -40,7 +41,10 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     @classmethod
     def _create(cls, model_class, *args, **kwargs):
-        return model_class.objects.create_user(*args, password=PASSWORD, **kwargs)
+        user = model_class.objects.create_user(*args, password=PASSWORD, **kwargs)
+        # Sign-up verifies addresses (ACCOUNT_EMAIL_VERIFICATION): these users have done it.
+        EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+        return user
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):

@@ -9,7 +9,7 @@ from contacts.models import Contact
 from teams.models import Membership
 
 
-def test_sign_up_create_contact_and_open_its_timeline(live_server, page):
+def test_sign_up_create_contact_and_open_its_timeline(live_server, page, mailoutbox):
     page.goto(live_server.url)
     page.get_by_role("link", name="Create your team").click()
     page.get_by_label("Email").fill("newcomer@example.com")
@@ -17,6 +17,10 @@ def test_sign_up_create_contact_and_open_its_timeline(live_server, page):
     page.locator("input[name=password2]").fill("a long and unusual passphrase")
     page.get_by_role("button", name="Sign Up").click()
 
+    expect(page.get_by_role("heading", name="Verify Your Email Address")).to_be_visible()
+    link = next(w for w in mailoutbox[0].body.split() if "/accounts/confirm-email/" in w)
+    page.goto(link)
+    page.get_by_role("button", name="Confirm").click()
     expect(page.get_by_role("heading", name="No contacts yet")).to_be_visible()
     page.get_by_role("link", name="Add a contact").click()
     page.get_by_label("First name").fill("Ada")
