@@ -36,3 +36,18 @@ def pytest_collection_modifyitems(items):
 def _fail_fast(page):
     # Pages here answer in milliseconds; a missing element should fail in seconds, not 30.
     page.set_default_timeout(8000)
+
+
+@pytest.fixture(autouse=True)
+def csp_violations(page):
+    """Every page keeps to its Content-Security-Policy: Chromium reports each refusal (an
+    inline script or style, a foreign source) on the console; any makes the test fail."""
+    refused = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    yield refused  # a test that provokes one on purpose clears it
+    assert refused == []
