@@ -4,6 +4,7 @@ import re
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -13,6 +14,8 @@ from teams.models import Team
 from .models import Company, Contact, ContactEmail, Deal
 
 _SPLIT = re.compile(r"[\s,;]+")
+# validate_email allows 320 characters, the column 254: a longer address fails on PostgreSQL.
+_EMAIL_MAX_LENGTH = ContactEmail._meta.get_field("email").max_length
 
 
 def parse_email_list(raw: str) -> list[str]:
@@ -21,6 +24,9 @@ def parse_email_list(raw: str) -> list[str]:
     bad: list[str] = []
     for item in _SPLIT.split(raw.strip()):
         if not item:
+            continue
+        if len(item) > _EMAIL_MAX_LENGTH:
+            bad.append(item)
             continue
         try:
             validate_email(item)
@@ -122,3 +128,20 @@ class ContactImportForm(forms.Form):
             "by ';'), phone, job_title, company."
         ),
     )
+
+    def __init__(self, *args: Any, refusal: str = "", **kwargs: Any) -> None:
+        """`refusal`: why the upload was stopped part-way (contacts/uploads.py), if it was."""
+        super().__init__(*args, **kwargs)
+        self.refusal = refusal
+        self.fields[
+            "file"
+        ].help_text += (
+            f" At most {settings.CRM_IMPORT_MAX_MB} MB and {settings.CRM_IMPORT_MAX_ROWS:,} rows."
+        )
+
+    def clean(self) -> dict[str, Any]:
+        if self.refusal:
+            # The stopped upload left no file: say why rather than "This field is required."
+            self.errors.pop("file", None)
+            raise ValidationError({"file": self.refusal})
+        return super().clean()

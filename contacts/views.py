@@ -5,6 +5,7 @@ from django.core.paginator import Paginator
 from django.db import models
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from crm_site.tenancy import get_for_team_or_404, team_member_required
@@ -18,6 +19,7 @@ from .services import (
     save_contact,
     save_record,
 )
+from .uploads import ImportUploadLimit, limit_import_upload
 
 PAGE_SIZE = 25
 
@@ -84,14 +86,25 @@ def contact_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return _delete(request, Contact, pk)
 
 
+@csrf_exempt  # checked by _contact_import, once the size limit is in place (below)
 @team_member_required
 def contact_import(request: HttpRequest) -> HttpResponse:
-    form = ContactImportForm(request.POST or None, request.FILES or None)
+    # Upload handlers can only change before the body is read, and CSRF checking reads it.
+    return _contact_import(request, limit_import_upload(request))
+
+
+@csrf_protect
+def _contact_import(request: HttpRequest, upload: ImportUploadLimit) -> HttpResponse:
+    # Bound on every POST: a stopped upload may leave no field at all, and must still say why.
+    posted = request.method == "POST"
+    form = ContactImportForm(
+        request.POST if posted else None, request.FILES if posted else None, refusal=upload.refusal
+    )
     report = None
-    if request.method == "POST" and form.is_valid():
+    if posted and form.is_valid():
         try:
             report = import_contacts_csv(
-                team=request.team, data=form.cleaned_data["file"].read(), actor=request.user
+                team=request.team, data=form.cleaned_data["file"], actor=request.user
             )
         except ImportFileError as exc:
             form.add_error("file", str(exc))
