@@ -1,6 +1,8 @@
 """Settings come from the environment; production settings pass Django's deploy checks."""
 
+import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +134,51 @@ def test_first_setup_writes_an_env_with_fresh_keys_that_production_accepts(tmp_p
     check = manage("check", "--deploy", **env)
     assert check.returncode == 0, check.stderr
     Fernet(written["CRM_ENCRYPTION_KEYS"].encode())
+
+
+def _variables_read_by_settings() -> set[str]:
+    """Every environment variable crm_site/settings.py reads, however the call is written."""
+    readers = {"env_str", "env_bool", "env_int", "env_list", "get", "getenv"}
+    tree = ast.parse((ROOT / "crm_site" / "settings.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) in readers
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and node.args[0].value.isupper()
+        ):
+            names.add(node.args[0].value)
+    return names
+
+
+def _variables_in_env_example() -> set[str]:
+    # "NAME=value", or commented out ("# NAME=value") where the default is best left alone.
+    text = (ROOT / ".env.example").read_text()
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE)) | set(
+        re.findall(r"^# ([A-Z][A-Z0-9_]+) \(real environment only\)", text, flags=re.MULTILINE)
+    )
+
+
+def _variables_in_readme_table() -> set[str]:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row)}
+
+
+def test_env_example_names_every_variable_the_settings_read():
+    read = _variables_read_by_settings()
+
+    assert {"SECRET_KEY", "EMAIL_BACKEND", "CRM_ENV_FILE"} <= read  # the parser finds them all
+    assert read - _variables_in_env_example() == set()
+
+
+def test_env_example_names_no_variable_the_settings_ignore():
+    assert _variables_in_env_example() - _variables_read_by_settings() == set()
+
+
+def test_readme_table_lists_exactly_the_variables_of_env_example():
+    assert _variables_in_readme_table() == _variables_in_env_example()
