@@ -9,10 +9,11 @@ import pytest
 from django.urls import reverse
 
 from mailboxes.models import Mailbox
-from mailboxes.providers import get_provider, network
+from mailboxes.providers import network
 from mailboxes.providers.base import PrivateHost, ProviderConfig, WrongProtocol
 from mailboxes.services import ConnectError, connect_mailbox
 from tests.mailboxes.helpers import connect_imap
+from tests.mailboxes.test_imap_provider import check, check_smtp
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,16 +114,6 @@ def provider_config(listener, *, allow_private_hosts=False, **overrides):
         allow_private_hosts=allow_private_hosts,
         timeout=5,
     )
-
-
-def check(config):
-    with get_provider("imap", config) as provider:
-        return provider.check()
-
-
-def check_smtp(config):
-    with get_provider("imap", config) as provider:
-        provider.check_smtp()
 
 
 @pytest.mark.parametrize("security", ["ssl", "starttls"])
