@@ -71,7 +71,10 @@ class Mailbox(models.Model):
     failures = models.PositiveIntegerField(default=0)
     failing_since = models.DateTimeField(null=True, blank=True)
     retry_at = models.DateTimeField(null=True, blank=True)
-    is_syncing = models.BooleanField(default=False)
+    # The sync lease (mailboxes/leases.py): one sync per mailbox at a time, fenced by epoch.
+    lease_holder = models.CharField(max_length=200, blank=True)
+    lease_epoch = models.PositiveBigIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     # When a sync was queued that has not started yet: one queued sync per mailbox, however
     # often "Sync now", the schedule or a reconnect asks (mailboxes.services.queue_sync).
     sync_queued_at = models.DateTimeField(null=True, blank=True)
@@ -105,6 +108,11 @@ class Mailbox(models.Model):
         if self.disconnect_cause in (self.Cause.ACCESS_REVOKED, self.Cause.MAILBOX_MOVED):
             return "Reconnect it and grant Threadline access again."
         return "Check the server settings with your IT team, then reconnect it."
+
+    @property
+    def is_syncing(self) -> bool:
+        """A sync holds the lease (a dead one only until it expires)."""
+        return self.lease_expires_at is not None and self.lease_expires_at > timezone.now()
 
     @property
     def progress(self) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from teams.models import RetentionPolicy, Team
 
 from . import readahead
 from .crypto import Secret
+from .leases import LeaseLost, claim_lease, fence_off, hold_lease, release_lease
 from .models import Folder, Mailbox, MessageBody, MessageMeta
 from .providers import get_provider
 from .providers.base import (
@@ -36,6 +37,7 @@ from .providers.base import (
     PartlySent,
     ProviderConfig,
     ProviderError,
+    SyncCrashed,
     Throttled,
 )
 
@@ -271,6 +273,14 @@ class ReadAheadWork(Protocol):
 class SyncResult:
     new_messages: int = 0
     error: str = ""
+    already_syncing: bool = False  # another sync held the lease: this one did nothing
+
+    def summary(self, counted: str = "new message(s)") -> str:
+        if self.already_syncing:
+            return "already syncing"
+        if self.error:
+            return f"error: {self.error}"
+        return f"{self.new_messages} {counted}"
 
 
 def sync_mailbox(
@@ -279,16 +289,22 @@ def sync_mailbox(
     """Read new metadata of every synced folder in batches; each batch, its matcher work and
     its checkpoint commit together, so an interrupted sync resumes without loss or duplicates.
 
-    Provider failures are recorded on the mailbox (last_error) and returned, not raised.
+    One sync per mailbox: it runs under the mailbox's lease (leases.py), and a sync that
+    finds the lease held ends at once (`already_syncing`). Failures, provider errors and
+    unexpected exceptions alike, are recorded on the mailbox (last_error, retried with
+    backoff) and returned, not raised.
     """
     mailbox = Mailbox.objects.select_related("team").get(pk=mailbox_id)
     result = SyncResult()
     if mailbox.state != Mailbox.State.CONNECTED:
         result.error = "mailbox is disconnected"
         return result
+    epoch = claim_lease(mailbox.pk)
+    if epoch is None:
+        result.already_syncing = True
+        return result
     policy, _ = RetentionPolicy.objects.get_or_create(team=mailbox.team)
     since = (timezone.now() - timedelta(days=policy.metadata_days)).date()
-    Mailbox.objects.filter(pk=mailbox.pk).update(is_syncing=True)
     try:
         with open_provider(mailbox) as provider:
             for folder in mailbox.folders.all():
@@ -296,18 +312,33 @@ def sync_mailbox(
                 with closing(batches):
                     for read_from, batch, prepared in batches:
                         result.new_messages += _apply_batch(
-                            mailbox, folder, batch, provider, on_batch, read_from, prepared
-                        )
+                            mailbox, folder, batch, provider, on_batch, read_from, prepared,
+                            epoch=epoch,
+                        )  # fmt: skip
+    except LeaseLost as exc:
+        # Another sync (or a resync) owns the mailbox now; what this one wrote stays valid.
+        logger.warning("%s; this sync stops", exc)
+        result.error = "another sync took over"
+        return result
     except ProviderError as exc:
         result.error = exc.message
         logger.warning("sync of mailbox %s failed: %s", mailbox.pk, exc.cause)
         record_failure(mailbox, exc)
         return result
-    except BaseException:
-        Mailbox.objects.filter(pk=mailbox.pk).update(is_syncing=False)
-        raise
+    except Exception as exc:
+        # A bug or a database failure: visible on the mailbox page, retried like a server
+        # failure, never a silent "Connected".
+        logger.exception("sync of mailbox %s failed unexpectedly", mailbox.pk)
+        failure = SyncCrashed(
+            f"The sync stopped on an unexpected error ({type(exc).__name__}: {exc}); it is "
+            "retried automatically. If it keeps failing, tell your administrator."[:2000]
+        )
+        result.error = failure.message
+        record_failure(mailbox, failure)
+        return result
+    finally:
+        release_lease(mailbox.pk, epoch)
     Mailbox.objects.filter(pk=mailbox.pk).update(
-        is_syncing=False,
         last_synced_at=timezone.now(),
         last_error="",
         failures=0,
@@ -358,7 +389,6 @@ def record_failure(mailbox: Mailbox, exc: ProviderError) -> None:
     now = timezone.now()
     with transaction.atomic():
         locked = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
-        locked.is_syncing = False
         locked.last_error = exc.message
         locked.last_error_at = now
         locked.failures += 1
@@ -622,7 +652,13 @@ def _apply_batch(
     on_batch: OnBatch | None,
     read_from: str,
     prepared: PreparedBatch | None = None,
+    *,
+    epoch: int,
 ) -> int:
+    """Store one batch, run the matcher on it and move the folder's checkpoint, in one
+    transaction, only while `epoch` holds the mailbox's lease (else LeaseLost, nothing
+    written)."""
+    hold_lease(mailbox.pk, epoch)
     folder = Folder.objects.select_for_update().get(pk=folder.pk)
     if prepared is None:
         prepared = prepare_batch(mailbox, folder, batch.messages)
@@ -707,6 +743,9 @@ def reset_sync_state(mailbox: Mailbox) -> None:
     Engagements are untouched, and their Message-IDs keep re-read mail from being logged twice.
     """
     with transaction.atomic():
+        # A sync running now read from the checkpoints forgotten here: fence it off, so it
+        # stops before writing another batch.
+        fence_off(mailbox.pk)
         MessageMeta.objects.filter(mailbox=mailbox).delete()
         mailbox.folders.update(cursor="", synced_count=0, total_count=0, last_synced_at=None)
 

@@ -17,10 +17,7 @@ def run_sync(mailbox_id: int) -> SyncResult:
 
 def sync_mailbox_task(mailbox_id: int) -> str:
     start_queued_sync(mailbox_id)
-    result = run_sync(mailbox_id)
-    if result.error:
-        return f"mailbox {mailbox_id}: {result.error}"
-    return f"mailbox {mailbox_id}: {result.new_messages} new message(s)"
+    return f"mailbox {mailbox_id}: {run_sync(mailbox_id).summary()}"
 
 
 def sync_all_mailboxes_task() -> str:

@@ -139,7 +139,9 @@ def mailbox_status(request: HttpRequest, pk: int) -> HttpResponse:
 @team_member_required
 def mailbox_sync(request: HttpRequest, pk: int) -> HttpResponse:
     mailbox = _mailbox(request, pk)
-    if queue_sync(mailbox.pk):
+    if mailbox.is_syncing:
+        messages.info(request, "This mailbox is syncing right now: its new mail is being read.")
+    elif queue_sync(mailbox.pk):
         messages.success(request, "Sync started.")
     else:
         messages.info(request, "A sync of this mailbox is already waiting to start.")

@@ -205,6 +205,13 @@ class Throttled(ProviderError):
         return (type(self), (self.message, self.retry_after))
 
 
+class SyncCrashed(ProviderError):
+    """Not the provider's doing: the sync stopped on an unexpected exception (a bug, the
+    database). Recorded and retried like a server failure."""
+
+    cause = "other"
+
+
 class BadMessage(ProviderError):
     permanent = True
     cause = "bad_message"

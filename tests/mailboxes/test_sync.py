@@ -9,6 +9,7 @@ from django.utils import timezone
 from engagements.matching import log_matches
 from engagements.models import Attachment, EmailEngagement, TrackedMessageId
 from engagements.services import Address, EmailData, log_email
+from mailboxes.leases import claim_lease
 from mailboxes.models import Folder, MessageBody, MessageMeta
 from mailboxes.parsing import parse_headers
 from mailboxes.services import (
@@ -146,7 +147,10 @@ def test_a_batch_another_sync_stored_meanwhile_is_not_stored_twice(
         # Written as a read-ahead child hands it over: prepared, without its messages.
         prepared = prepare_batch(connected, folder, stale.messages)
         bare = dataclasses.replace(stale, messages=[])
-        added = _apply_batch(connected, folder, bare, provider, log_matches, "", prepared)
+        epoch = claim_lease(connected.pk)
+        added = _apply_batch(
+            connected, folder, bare, provider, log_matches, "", prepared, epoch=epoch
+        )
 
     assert added == 3 - stored_meanwhile
     assert folder.messages.count() == 3

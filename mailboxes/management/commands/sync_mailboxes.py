@@ -17,5 +17,11 @@ class Command(BaseCommand):
             raise CommandError(f"No mailbox with id {', '.join(map(str, sorted(missing)))}.")
         for mailbox_id in ids:
             result = run_sync(mailbox_id)
-            status = f"error: {result.error}" if result.error else f"{result.new_messages} new"
+            status = (
+                "already syncing"
+                if result.already_syncing
+                else f"error: {result.error}"
+                if result.error
+                else f"{result.new_messages} new"
+            )
             self.stdout.write(f"mailbox {mailbox_id}: {status}")
