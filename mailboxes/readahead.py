@@ -4,13 +4,23 @@ Fetching and parsing headers is CPU work, and so are the database writes and the
 Threads would take turns on one core (the GIL); a forked child with its own connection to
 the mail server runs on another, so a large initial sync costs about the slower of the two
 instead of their sum. Small syncs (the usual incremental one) never fork.
+
+The child dies with its parent: a sync killed mid-way (SIGKILL, the OOM killer, a worker
+timeout) must not leave it reading on, or blocked for ever on the full queue, holding a
+connection to the mail server and the parent's database sockets (issue 13).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import multiprocessing
+import os
 import queue
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
@@ -38,6 +48,43 @@ def can_fork() -> bool:
     )
 
 
+# <linux/prctl.h>: the signal the kernel sends this process when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _kill_me_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent dies. (Strictly, when the
+    parent's forking thread ends: a ReadAhead is used by the thread that made it.) SIGKILL,
+    not SIGTERM: nothing here needs cleaning up, and an exiting Python could run finalizers
+    on the database connections it shares with the parent."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _exit_when_parent_dies() -> None:
+    """The child's first step: it never outlives the parent, wherever it is then (connecting,
+    reading, preparing, or blocked on the full queue or in its feeder thread's final flush).
+
+    Besides Linux's death signal, and in its stead elsewhere, a thread watches the pipe from
+    the parent that multiprocessing gives every forked child (EOF once the parent is gone),
+    and os.getppid(), and ends the process at once: os._exit, which waits for nothing.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return  # run in this process, not a child: nothing to outlive
+    _kill_me_with_parent()
+    if os.getppid() != parent.pid:
+        os._exit(0)  # the parent died before the death signal was set
+
+    def watch(parent: multiprocessing.process.BaseProcess) -> None:
+        while parent.is_alive() and os.getppid() == parent.pid:
+            parent.join(POLL_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, args=(parent,), name="parent watch", daemon=True).start()
+
+
 def _read(
     kind: str,
     config: ProviderConfig,
@@ -49,6 +96,7 @@ def _read(
     out: multiprocessing.Queue,
 ) -> None:
     """The child: read batches from `cursor` until the folder is done, or the first error."""
+    _exit_when_parent_dies()
     provider = get_provider(kind, config)
     try:
         with provider:

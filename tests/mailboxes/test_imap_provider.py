@@ -1,8 +1,10 @@
 """The IMAP provider against a real Dovecot and a real SMTP server."""
 
+import random
 import socket
 import threading
 from datetime import UTC, timedelta
+from itertools import pairwise
 
 import pytest
 from django.utils import timezone
@@ -16,7 +18,15 @@ from mailboxes.providers.base import (
     TlsFailed,
     WrongProtocol,
 )
-from mailboxes.providers.imap import HEADER_FIELDS, find_sent_folder
+from mailboxes.providers.imap import (
+    HEADER_FIELDS,
+    MAX_COMMAND_BYTES,
+    META_ITEMS_TEXT,
+    RAW_ITEMS_TEXT,
+    TAG_BYTES,
+    find_sent_folder,
+    uid_sets,
+)
 from tests.mailboxes.helpers import build_email
 from tests.mailboxes.test_parsing import CORPUS, _email_package_fields
 
@@ -364,3 +374,55 @@ def test_bulk_fetch_reader_raises_a_refused_fetch():
         with pytest.raises(imaplib.IMAP4.error, match="SERVERBUG"):
             _fetch_responses(imap, "1:2")
         imap.shutdown()
+
+
+def test_uid_sets_compact_ranges_and_split_where_the_line_would_be_too_long():
+    dense = [*range(1, 501), 502, *range(510, 901)]
+
+    assert uid_sets(reversed(dense), RAW_ITEMS_TEXT) == ["1:500,502,510:900"]
+    assert uid_sets([], RAW_ITEMS_TEXT) == []
+    assert len(uid_sets(range(1, 20_001, 3), RAW_ITEMS_TEXT)) == 5  # 6,667 UIDs
+
+
+def random_uids(rng):
+    """Dense runs, lone UIDs and repeats, up to the largest UID (2**32 - 1), shuffled."""
+    uids = []
+    for _ in range(rng.randint(0, 60)):
+        start = rng.choice([rng.randint(1, 99), rng.randint(1, 10**6), rng.randint(1, 2**32 - 1)])
+        length = rng.choice([1, 1, 2, rng.randint(1, 3000)])
+        uids += [
+            uid for uid in range(start, start + length, rng.choice([1, 1, 2, 3])) if uid < 2**32
+        ]
+    uids += rng.sample(uids, min(len(uids), rng.randint(0, 50)))
+    rng.shuffle(uids)
+    return uids
+
+
+def expand(uid_set):
+    runs = []
+    for part in uid_set.split(","):
+        first, _, last = part.partition(":")
+        assert str(int(first)) == first and (not last or int(last) > int(first)), part
+        runs.append((int(first), int(last or first)))
+    return runs
+
+
+@pytest.mark.parametrize("items", [META_ITEMS_TEXT, RAW_ITEMS_TEXT])
+@pytest.mark.parametrize("seed", range(40))
+def test_uid_sets_fit_the_line_cover_every_uid_once_and_compact_every_run(seed, items):
+    rng = random.Random(seed)
+    uids = random_uids(rng)
+    tag = "T" * (TAG_BYTES - 1)  # the longest tag the bound allows for
+
+    sets = uid_sets(uids, items)
+
+    lines = [f"{tag} UID FETCH {uid_set} {items}\r\n" for uid_set in sets]
+    assert all(len(line) <= MAX_COMMAND_BYTES for line in lines)
+    runs = [run for uid_set in sets for run in expand(uid_set)]
+    assert [uid for first, last in runs for uid in range(first, last + 1)] == sorted(set(uids))
+    # Ascending, and no two runs that could be one (none split between two sets either).
+    assert all(earlier[1] + 1 < later[0] for earlier, later in pairwise(runs))
+    # Split only where the next run would not fit: not by count.
+    room = MAX_COMMAND_BYTES - len(f"{tag} UID FETCH  {items}\r\n")
+    for uid_set, following in pairwise(sets):
+        assert len(uid_set) + len(",") + len(following.split(",")[0]) > room
