@@ -7,12 +7,12 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .models import Mailbox
-from .services import SyncResult, queue_sync, start_queued_sync, sync_mailbox
+from .services import SYNC_BATCH_SIZE, SyncResult, queue_sync, start_queued_sync, sync_mailbox
 
 
-def run_sync(mailbox_id: int) -> SyncResult:
+def run_sync(mailbox_id: int, limit: int = SYNC_BATCH_SIZE) -> SyncResult:
     """Sync one mailbox with the configured matcher (CRM_SYNC_MATCHER)."""
-    return sync_mailbox(mailbox_id, on_batch=import_string(settings.CRM_SYNC_MATCHER))
+    return sync_mailbox(mailbox_id, on_batch=import_string(settings.CRM_SYNC_MATCHER), limit=limit)
 
 
 def sync_mailbox_task(mailbox_id: int) -> str:

@@ -28,11 +28,5 @@ class Command(BaseCommand):
         for mailbox_id in ids:
             reset_sync_state(mailboxes[mailbox_id])
             result = run_sync(mailbox_id)
-            status = (
-                "already syncing"
-                if result.already_syncing
-                else f"error: {result.error}"
-                if result.error
-                else f"{result.new_messages} read"
-            )
+            status = result.summary("read")
             self.stdout.write(f"mailbox {mailbox_id} resynced: {status}")

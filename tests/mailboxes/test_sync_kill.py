@@ -1,0 +1,173 @@
+"""A sync process killed at any moment loses nothing and duplicates nothing (real processes).
+
+`manage.py sync_mailboxes` runs against the real Dovecot and the test database, and is
+SIGKILLed at seeded random moments, 30 times; its lease is then let expire (as time would)
+and the next run carries on. The processes need a database they can share with the test:
+PostgreSQL (the SQLite test database lives in this process's memory).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from engagements.models import EmailEngagement
+from mailboxes.models import Mailbox, MessageMeta
+from tests.mailboxes.helpers import SENT_ID, build_email, reply
+
+ROOT = Path(__file__).resolve().parents[2]
+KILLS = 30
+REPLIES = 60
+OTHERS = 2340
+BATCH = 20
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not os.environ.get("DATABASE_URL", "").startswith("postgres"),
+        reason="other processes cannot reach the in-memory SQLite test database; "
+        "the PostgreSQL pass runs this",
+    ),
+]
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def _environment(mark: str) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST"))},
+        "DATABASE_URL": _database_url(),
+        "CRM_ALLOW_PLAINTEXT_LOOPBACK": "true",
+        "CRM_ALLOW_PRIVATE_MAIL_HOSTS": "true",
+        "THREADLINE_KILL_MARK": mark,
+    }
+
+
+def _marked(mark: str) -> list[int]:
+    """Live processes that carry `mark` in their environment: the sync and any child."""
+    needle = f"THREADLINE_KILL_MARK={mark}".encode()
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if needle not in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                continue
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _wait_until_it_holds_the_lease(mailbox: Mailbox, process: subprocess.Popen) -> None:
+    """Until the process has started its sync (Django's start-up takes a second or so)."""
+    holder = f":{process.pid}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        if Mailbox.objects.filter(pk=mailbox.pk, lease_holder__endswith=holder).exists():
+            return
+        time.sleep(0.02)
+
+
+def _sync_command(mailbox: Mailbox) -> list[str]:
+    return [
+        sys.executable, "manage.py", "sync_mailboxes",
+        "--mailbox", str(mailbox.pk), "--batch-size", str(BATCH),
+    ]  # fmt: skip
+
+
+def test_a_sync_killed_30_times_at_random_loses_and_duplicates_nothing(connected, tracked, account):
+    others = iter(range(OTHERS))
+    for n in range(REPLIES):  # the replies spread over the folder, among the others
+        account[2].deliver(reply(n))
+        for other in itertools.islice(others, OTHERS // REPLIES):
+            account[2].deliver(build_email(subject=f"other {other}"))
+    rng = random.Random(1213)
+    mark = f"kill-{os.getpid()}"
+    env = _environment(mark)
+
+    kills = 0
+    while kills < KILLS:
+        process = subprocess.Popen(
+            _sync_command(connected), cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        _wait_until_it_holds_the_lease(connected, process)
+        time.sleep(rng.uniform(0, 0.1))
+        if process.poll() is not None:
+            break  # it finished the sync first: nothing left to interrupt
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        kills += 1
+        deadline = time.monotonic() + 5
+        while _marked(mark) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _marked(mark) == [], "a killed sync left a process behind"
+        # The dead sync's lease would expire in minutes: let it expire now.
+        Mailbox.objects.filter(pk=connected.pk).update(lease_expires_at=timezone.now())
+
+    final = subprocess.run(
+        _sync_command(connected), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+    assert kills == KILLS, f"the sync finished after {kills} kills: give it more to read"
+    assert final.returncode == 0, final.stderr
+    assert "error" not in final.stdout, final.stdout
+    metas = Counter(MessageMeta.objects.values_list("folder_id", "message_id"))
+    assert sum(metas.values()) == REPLIES + OTHERS
+    assert [key for key, count in metas.items() if count > 1] == []
+    logged = Counter(
+        EmailEngagement.objects.exclude(message_id=SENT_ID).values_list("message_id", flat=True)
+    )
+    assert logged == Counter({f"reply-{n}@example.com": 1 for n in range(REPLIES)})
+    assert not Mailbox.objects.get(pk=connected.pk).is_syncing
+
+
+def test_two_syncs_started_together_store_everything_once(connected, tracked, account):
+    env = _environment(f"overlap-{os.getpid()}")
+    delivered = 0
+    outputs = []
+
+    for round_ in range(3):
+        for n in range(10):
+            account[2].deliver(reply(round_ * 10 + n))
+            for other in range(30):
+                account[2].deliver(build_email(subject=f"round {round_} other {n}.{other}"))
+        delivered += 10 * 31
+        pair = [
+            subprocess.Popen(
+                _sync_command(connected),
+                cwd=ROOT,
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
+            for _ in range(2)
+        ]
+        outputs += [process.communicate(timeout=300) for process in pair]
+        assert [process.returncode for process in pair] == [0, 0], outputs
+
+    reported = [stdout.strip().split(": ", 1)[1] for stdout, _err in outputs]
+    assert [r for r in reported if r != "already syncing" and not r.endswith(" new")] == []
+    metas = Counter(MessageMeta.objects.values_list("folder_id", "message_id"))
+    assert sum(metas.values()) == delivered
+    assert [key for key, count in metas.items() if count > 1] == []
+    logged = Counter(
+        EmailEngagement.objects.exclude(message_id=SENT_ID).values_list("message_id", flat=True)
+    )
+    assert logged == Counter({f"reply-{n}@example.com": 1 for n in range(30)})
