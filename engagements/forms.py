@@ -9,6 +9,7 @@ from contacts.forms import parse_email_list
 from mailboxes.parsing import ParsedAttachment
 from teams.models import Team
 
+from .filenames import display_name
 from .models import EmailTemplate
 from .templating import TOKENS, unknown_tokens
 
@@ -81,7 +82,7 @@ class ComposeForm(forms.Form):
             )
         return [
             ParsedAttachment(
-                filename=f.name[:255],
+                filename=display_name(f.name),  # sent as shown; stored under a safe name
                 content_type=f.content_type or "application/octet-stream",
                 payload=f.read(),
             )

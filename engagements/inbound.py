@@ -27,9 +27,9 @@ from django.utils import timezone
 
 from contacts.models import Contact, ContactEmail
 from mailboxes.parsing import ParsedMessage, message_ids, parse_message
-from teams.models import Team
+from teams.models import RetentionPolicy, Team
 
-from .matching import log_backlog
+from .matching import attachments_to_log, log_backlog
 from .models import EmailEngagement
 from .services import Address, EmailData, log_email
 
@@ -129,7 +129,8 @@ class Refused(Exception):
 
 
 def log_inbound(team: Team, envelope_sender: str, raw: bytes) -> EmailEngagement:
-    """Log an email received at `team`'s logging address. Raises Refused."""
+    """Log an email received at `team`'s logging address, with its attachments as the team's
+    setting allows (SPEC L5). Raises Refused."""
     parsed = parse_message(raw)
     headers = parsed.headers
     members = _members(team)
@@ -145,6 +146,8 @@ def log_inbound(team: Team, envelope_sender: str, raw: bytes) -> EmailEngagement
             "as contacts in Threadline, then send it again"
         )
     message_id = headers.message_id or f"inbound-{timezone.now().timestamp()}@invalid"
+    policy, _ = RetentionPolicy.objects.get_or_create(team=team)
+    attachments, note = attachments_to_log(policy, len(raw), parsed.attachments)
     engagement = log_email(
         team=team,
         email=EmailData(
@@ -163,6 +166,8 @@ def log_inbound(team: Team, envelope_sender: str, raw: bytes) -> EmailEngagement
         source=EmailEngagement.Source.LOGGING_ADDRESS,
         contacts=contacts,
         companies=[c.company for c in contacts if c.company is not None],
+        attachments=attachments,
+        attachments_note=note,
     )
     # Replies synced before this email was logged (IMAP keeps them on the server).
     log_backlog(team, [message_id, *message_ids(headers.in_reply_to)])

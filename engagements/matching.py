@@ -47,10 +47,11 @@ def _thread_records(team: Team, thread_ids: set[int]) -> dict[int, dict[str, lis
     return records
 
 
-def _attachments(
+def attachments_to_log(
     policy: RetentionPolicy, size: int, attachments: list[ParsedAttachment]
 ) -> tuple[list[ParsedAttachment], str]:
-    """The attachments to keep and, when some are dropped, why (SPEC L5)."""
+    """The attachments of an email of `size` bytes to log and, when they are dropped, why
+    (SPEC L5). Shared by the sync and BCC logging."""
     if not attachments:
         return [], ""
     if not policy.log_attachments:
@@ -135,7 +136,7 @@ def log_matches(context: BatchContext) -> list[str]:
             parsed = parse_message(raw)
         # Some providers do not report a size with the metadata (Graph): the raw one counts.
         size = max(meta.size, len(raw))
-        attachments, note = _attachments(policy, size, parsed.attachments)
+        attachments, note = attachments_to_log(policy, size, parsed.attachments)
         message_id = meta.message_id or f"threadline-{meta.folder_id}-{meta.ref}@invalid"
         email = EmailData(
             message_id=message_id,

@@ -12,6 +12,8 @@ from crm_site.db import any_of
 from crm_site.tenancy import TeamScopedQuerySet
 from teams.models import Team
 
+from .filenames import storage_name
+
 # The M2M field of EmailEngagement that links it to each kind of record.
 RECORD_FIELDS: dict[type[models.Model], str] = {
     Contact: "contacts",
@@ -153,8 +155,10 @@ class EmailEngagement(models.Model):
 
 
 def attachment_path(instance: Attachment, filename: str) -> str:
-    # Team-prefixed random path: names never collide and never leak across teams.
-    return f"attachments/team_{instance.team_id}/{os.urandom(12).hex()}/{filename}"
+    # Team-prefixed random path: names never collide and never leak across teams. Every
+    # attachment file is stored through here, so its name is made safe here (filenames.py).
+    name = storage_name(filename, instance.content_type)
+    return f"attachments/team_{instance.team_id}/{os.urandom(12).hex()}/{name}"
 
 
 class AttachmentQuerySet(TeamScopedQuerySet):
@@ -171,6 +175,7 @@ class Attachment(models.Model):
         EmailEngagement, on_delete=models.CASCADE, related_name="attachments"
     )
     file = models.FileField(upload_to=attachment_path, max_length=500)
+    # The sender's name for the file, as shown (filenames.display_name); stored under a safe one.
     filename = models.CharField(max_length=255)
     content_type = models.CharField(max_length=255, default="application/octet-stream")
     size = models.PositiveBigIntegerField(default=0)

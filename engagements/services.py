@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -14,7 +16,13 @@ from django.utils import timezone
 from mailboxes.parsing import ParsedAttachment
 from teams.models import Team
 
+from .filenames import display_name, safe_content_type
 from .models import Attachment, EmailEngagement, Thread, TrackedMessageId
+
+logger = logging.getLogger(__name__)
+
+# EmailEngagement.attachments_note's max_length.
+MAX_NOTE_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,7 @@ def log_emails(
             body_html=email.body_html,
             sent_at=email.sent_at,
             logged_by=actor,
-            attachments_note=item.attachments_note[:300],
+            attachments_note=item.attachments_note[:MAX_NOTE_CHARS],
         )
         new.append((item, engagements[message_id]))
     if new:
@@ -159,18 +167,14 @@ def log_emails(
                 _link_records(items, [engagement])
                 return [engagement]
             return [log_emails(team=team, items=[i], source=source, actor=actor)[0] for i in items]
-        Attachment.objects.bulk_create(
-            Attachment(
-                team=team,
-                engagement=engagement,
-                filename=part.filename,
-                content_type=part.content_type[:255],
-                size=len(part.payload),
-                file=ContentFile(part.payload, name=part.filename),
-            )
-            for item, engagement in new
-            for part in item.attachments
-        )
+        attachments = _store_attachments(team, new)
+        try:
+            Attachment.objects.bulk_create(attachments)
+        except Exception:
+            for attachment in attachments:  # no file without its row
+                with suppress(Exception):
+                    attachment.file.delete(save=False)
+            raise
         # A no-op for ids tracked already (say, sent from the CRM before being synced).
         TrackedMessageId.objects.bulk_create(
             [
@@ -187,6 +191,71 @@ def log_emails(
     result = [engagements[message_id] for message_id in message_ids]
     _link_records(items, result)
     return result
+
+
+def _store_attachments(
+    team: Team, new: Sequence[tuple[LogItem, EmailEngagement]]
+) -> list[Attachment]:
+    """Store the new engagements' attachment files; their rows, to insert.
+
+    The file name is made safe where every attachment file is stored (Attachment's
+    upload_to, see filenames.py). An attachment that still cannot be stored costs only
+    itself: it is left out and its engagement's `attachments_note` says so (one UPDATE per
+    such engagement).
+    """
+    attachments: list[Attachment] = []
+    for item, engagement in new:
+        skipped: list[tuple[str, str]] = []
+        for part in item.attachments:
+            content_type = safe_content_type(part.content_type)
+            attachment = Attachment(
+                team=team,
+                engagement=engagement,
+                filename=display_name(part.filename, content_type),
+                content_type=content_type,
+                size=len(part.payload),
+            )
+            try:
+                attachment.file.save(part.filename, ContentFile(part.payload), save=False)
+            except Exception as exc:  # noqa: BLE001 - whatever the storage raises, see above
+                logger.warning(
+                    "attachment %r of engagement %s not stored: %r",
+                    attachment.filename,
+                    engagement.pk,
+                    exc,
+                )
+                skipped.append((attachment.filename, _failure_reason(exc)))
+                continue
+            attachments.append(attachment)
+        if skipped:
+            note = f"{engagement.attachments_note} {_skipped_note(skipped)}".strip()
+            engagement.attachments_note = note[:MAX_NOTE_CHARS]
+            engagement.save(update_fields=["attachments_note"])
+    return attachments
+
+
+def _failure_reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:60]  # "No space left on device"
+    return "the file store refused it"
+
+
+def _skipped_note(skipped: Sequence[tuple[str, str]]) -> str:
+    """Which attachments were not stored and why, in at most MAX_NOTE_CHARS characters."""
+    intro = (
+        "This attachment could not be stored and is not logged: "
+        if len(skipped) == 1
+        else "These attachments could not be stored and are not logged: "
+    )
+    entries = [
+        f"“{name if len(name) <= 60 else name[:59] + '…'}” ({reason})" for name, reason in skipped
+    ]
+    for shown in range(len(entries), 0, -1):
+        more = len(entries) - shown
+        note = intro + "; ".join(entries[:shown]) + (f"; and {more} more" if more else "") + "."
+        if len(note) <= MAX_NOTE_CHARS:
+            return note
+    return f"Not logged: {len(entries)} attachments could not be stored."
 
 
 def _link_records(items: Sequence[LogItem], engagements: Sequence[EmailEngagement]) -> None:

@@ -18,6 +18,7 @@ from mailboxes.models import Mailbox
 from teams.models import Team
 
 from . import richtext, templating
+from .filenames import content_disposition
 from .forms import ComposeForm, EmailTemplateForm
 from .models import Attachment, EmailEngagement, EmailTemplate
 from .sending import (
@@ -121,11 +122,10 @@ def attachment_download(request: HttpRequest, pk: int) -> HttpResponse:
     )
     # Always a download, never rendered inline: an attachment may be HTML or SVG (SPEC S4).
     response = FileResponse(
-        attachment.file.open("rb"),
-        as_attachment=True,
-        filename=attachment.filename,
-        content_type="application/octet-stream",
+        attachment.file.open("rb"), as_attachment=True, content_type="application/octet-stream"
     )
+    # Offers the name shown, not the stored one (RFC 6266 with an RFC 8187 filename*).
+    response["Content-Disposition"] = content_disposition(attachment.filename)
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
