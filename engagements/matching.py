@@ -6,9 +6,11 @@ logged on the thread's records; everything else stays metadata only.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
+from django.db import transaction
 from django.db.models import F, Model, Q
 from django.template.defaultfilters import filesizeformat
 
@@ -17,11 +19,14 @@ from crm_site.db import any_of
 from mailboxes.models import Mailbox, MessageMeta
 from mailboxes.parsing import ParsedAttachment, ParsedMessage, parse_message
 from mailboxes.providers.base import MailProvider, MessageHeaders
-from mailboxes.services import BatchContext, replay_messages
+from mailboxes.services import BatchContext, quarantine, replay_messages
 from teams.models import RetentionPolicy, Team
 
 from .models import EmailEngagement, TrackedMessageId
 from .services import Address, EmailData, LogItem, log_emails, normalize_message_id
+
+logger = logging.getLogger(__name__)
+SYNC = EmailEngagement.Source.SYNC
 
 
 def _ancestors(meta: MessageHeaders) -> list[str]:
@@ -125,50 +130,84 @@ def log_matches(context: BatchContext) -> list[str]:
     own_address = mailbox.email_address.lower()
     ahead: dict[str, tuple[bytes, ParsedMessage]] = context.ahead or {}
     raws = context.fetch_many(metas, ready={ref: raw for ref, (raw, _parsed) in ahead.items()})
-    items: list[LogItem] = []
+    items: list[tuple[MessageMeta, LogItem]] = []
     for meta in metas:
-        thread_id = matched[meta.ref]
         raw = raws.get(meta.pk)
         if raw is None:
             continue  # deleted on the server meanwhile: nothing to log
-        read, parsed = ahead.get(meta.ref, (None, None))
-        if parsed is None or read != raw:
-            parsed = parse_message(raw)
-        # Some providers do not report a size with the metadata (Graph): the raw one counts.
-        size = max(meta.size, len(raw))
-        attachments, note = attachments_to_log(policy, size, parsed.attachments)
-        message_id = meta.message_id or f"threadline-{meta.folder_id}-{meta.ref}@invalid"
-        email = EmailData(
-            message_id=message_id,
-            sender=Address(meta.from_address or "unknown@invalid", meta.from_name),
-            to=tuple(Address(a["email"], a["name"]) for a in meta.to),
-            cc=tuple(Address(a["email"], a["name"]) for a in meta.cc),
-            subject=meta.subject,
-            body_text=parsed.text,
-            body_html=parsed.html,
-            sent_at=meta.sent_at or meta.received_at or meta.created_at,
-            in_reply_to=meta.in_reply_to,
-            references=tuple(meta.reference_ids),
-        )
-        direction = (
-            EmailEngagement.Direction.OUTGOING
-            if meta.from_address.lower() == own_address
-            else EmailEngagement.Direction.INCOMING
-        )
-        thread = records[thread_id]
-        items.append(
-            LogItem(
-                email,
-                direction,
-                thread["contacts"],
-                thread["companies"],
-                thread["deals"],
-                attachments,
-                note,
-            )  # fmt: skip
-        )
-    log_emails(team=team, items=items, source=EmailEngagement.Source.SYNC)
-    return [item.email.message_id for item in items]
+        try:
+            thread = records[matched[meta.ref]]
+            items.append((meta, _log_item(meta, raw, own_address, thread, ahead, policy)))
+        except Exception as exc:  # noqa: BLE001 - one message costs only itself
+            _quarantine(meta, exc)
+    return _log_or_quarantine(team, items)
+
+
+def _log_item(
+    meta: MessageMeta,
+    raw: bytes,
+    own_address: str,
+    thread: dict[str, list[Model]],
+    ahead: dict[str, tuple[bytes, ParsedMessage]],
+    policy: RetentionPolicy,
+) -> LogItem:
+    """What log_emails needs to log one matched reply on its thread's records."""
+    read, parsed = ahead.get(meta.ref, (None, None))
+    if parsed is None or read != raw:
+        parsed = parse_message(raw)
+    # Some providers do not report a size with the metadata (Graph): the raw one counts.
+    size = max(meta.size, len(raw))
+    attachments, note = attachments_to_log(policy, size, parsed.attachments)
+    message_id = meta.message_id or f"threadline-{meta.folder_id}-{meta.ref}@invalid"
+    email = EmailData(
+        message_id=message_id,
+        sender=Address(meta.from_address or "unknown@invalid", meta.from_name),
+        to=tuple(Address(a["email"], a["name"]) for a in meta.to),
+        cc=tuple(Address(a["email"], a["name"]) for a in meta.cc),
+        subject=meta.subject,
+        body_text=parsed.text,
+        body_html=parsed.html,
+        sent_at=meta.sent_at or meta.received_at or meta.created_at,
+        in_reply_to=meta.in_reply_to,
+        references=tuple(meta.reference_ids),
+    )
+    direction = (
+        EmailEngagement.Direction.OUTGOING
+        if meta.from_address.lower() == own_address
+        else EmailEngagement.Direction.INCOMING
+    )
+    return LogItem(
+        email, direction, thread["contacts"], thread["companies"], thread["deals"],
+        attachments, note,
+    )  # fmt: skip
+
+
+def _log_or_quarantine(team: Team, items: list[tuple[MessageMeta, LogItem]]) -> list[str]:
+    """Log the items together (one log_emails, the usual case); should that fail, one by one,
+    each message that still fails set aside with its reason, and the rest logged."""
+    if not items:
+        return []
+    try:
+        with transaction.atomic():
+            log_emails(team=team, items=[item for _meta, item in items], source=SYNC)
+        return [item.email.message_id for _meta, item in items]
+    except Exception:  # noqa: BLE001 - tried again one by one, where the culprit shows
+        logger.warning("logging a batch of %d replies failed; logging them one by one", len(items))
+    logged = []
+    for meta, item in items:
+        try:
+            with transaction.atomic():
+                log_emails(team=team, items=[item], source=SYNC)
+        except Exception as exc:  # noqa: BLE001 - one message costs only itself
+            _quarantine(meta, exc)
+        else:
+            logged.append(item.email.message_id)
+    return logged
+
+
+def _quarantine(meta: MessageMeta, exc: Exception) -> None:
+    logger.warning("message %s of folder %s quarantined: %r", meta.ref, meta.folder_id, exc)
+    quarantine(meta, exc)
 
 
 # What the read-ahead child reads of likely replies: bounded, since a batch waiting in its

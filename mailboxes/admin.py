@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Folder, Mailbox, MessageMeta
+from .models import Folder, Mailbox, MessageMeta, QuarantinedMessage
 
 
 @admin.register(Mailbox)
@@ -42,4 +42,18 @@ class MessageMetaAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(QuarantinedMessage)
+class QuarantinedMessageAdmin(admin.ModelAdmin):
+    """Support triage: messages a sync could not log, and why."""
+
+    list_display = ["failed_at", "mailbox", "from_address", "subject", "reason", "attempts", "team"]
+    list_filter = ["team", "mailbox"]
+    search_fields = ["message_id", "subject", "from_address", "reason"]
+    list_select_related = ["mailbox"]
+    readonly_fields = [f.name for f in QuarantinedMessage._meta.fields]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
         return False

@@ -226,3 +226,40 @@ class MessageBody(models.Model):
 
     def __str__(self) -> str:
         return f"body of {self.meta_id}"
+
+
+class QuarantinedMessage(models.Model):
+    """A synced message that could not be logged, and why: the rest of its batch was logged
+    and the sync went on. Retried on later syncs up to MAX_ATTEMPTS times; shown on the
+    mailbox page and in the admin. Headers copied for display: the metadata row may be
+    purged first (R4), which ends the retries."""
+
+    MAX_ATTEMPTS = 3
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE)
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="quarantined")
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="quarantined")
+    ref = models.CharField(max_length=200)
+    message_id = models.CharField(max_length=998, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    from_address = models.CharField(max_length=320, blank=True)
+    reason = models.TextField()
+    attempts = models.PositiveSmallIntegerField(default=1)
+    failed_at = models.DateTimeField(default=timezone.now)
+
+    objects = TeamScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-failed_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["folder", "ref"], name="mailboxes_quarantine_folder_ref_uniq"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject or self.message_id or self.ref}: {self.reason}"
+
+    @property
+    def is_retried(self) -> bool:
+        return self.attempts < self.MAX_ATTEMPTS

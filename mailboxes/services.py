@@ -27,7 +27,7 @@ from teams.models import RetentionPolicy, Team
 from . import readahead
 from .crypto import Secret
 from .leases import LeaseLost, claim_lease, fence_off, hold_lease, release_lease
-from .models import Folder, Mailbox, MessageBody, MessageMeta
+from .models import Folder, Mailbox, MessageBody, MessageMeta, QuarantinedMessage
 from .providers import get_provider
 from .providers.base import (
     AuthFailed,
@@ -307,6 +307,8 @@ def sync_mailbox(
     since = (timezone.now() - timedelta(days=policy.metadata_days)).date()
     try:
         with open_provider(mailbox) as provider:
+            if on_batch is not None:
+                _retry_quarantined(mailbox, provider, on_batch, epoch)
             for folder in mailbox.folders.all():
                 batches = _batches(mailbox, provider, folder, limit, since, on_batch)
                 with closing(batches):
@@ -346,6 +348,58 @@ def sync_mailbox(
         retry_at=None,
     )
     return result
+
+
+def quarantine(meta: MessageMeta, exc: BaseException) -> None:
+    """Set a synced message that could not be logged aside, with the reason (the caller, the
+    matcher, goes on with the rest of its batch). Failing again counts one more attempt."""
+    reason = f"{type(exc).__name__}: {exc}"[:2000]
+    row, created = QuarantinedMessage.objects.get_or_create(
+        folder_id=meta.folder_id,
+        ref=meta.ref,
+        defaults={
+            "team_id": meta.team_id,
+            "mailbox_id": meta.mailbox_id,
+            "message_id": meta.message_id,
+            "subject": meta.subject,
+            "from_address": meta.from_address,
+            "reason": reason,
+        },
+    )
+    if not created:
+        QuarantinedMessage.objects.filter(pk=row.pk).update(
+            attempts=models.F("attempts") + 1, reason=reason, failed_at=timezone.now()
+        )
+
+
+def _retry_quarantined(
+    mailbox: Mailbox, provider: MailProvider, on_batch: OnBatch, epoch: int
+) -> None:
+    """Give the mailbox's quarantined messages another try through the matcher, folder by
+    folder and under the lease, until they have failed MAX_ATTEMPTS times. Those logged (or
+    no longer to log) leave the quarantine; those whose metadata is gone too."""
+    waiting = list(
+        mailbox.quarantined.filter(attempts__lt=QuarantinedMessage.MAX_ATTEMPTS).select_related(
+            "folder"
+        )
+    )
+    by_folder: dict[int, list[QuarantinedMessage]] = {}
+    for row in waiting:
+        by_folder.setdefault(row.folder_id, []).append(row)
+    for rows in by_folder.values():
+        folder = rows[0].folder
+        started = timezone.now()
+        metas = list(folder.messages.filter(ref__in=[row.ref for row in rows]))
+        with transaction.atomic():
+            hold_lease(mailbox.pk, epoch)
+            if metas:
+                on_batch(
+                    BatchContext(mailbox=mailbox, folder=folder, messages=metas, provider=provider)
+                )
+            # Not failed again just now: logged, or nothing to log any more.
+            folder.quarantined.filter(
+                ref__in=[row.ref for row in rows], failed_at__lt=started
+            ).delete()
 
 
 # The longest wait between retries of a failing server.

@@ -21,6 +21,9 @@ from .services import (
 )
 
 
+QUARANTINE_SHOWN = 20
+
+
 def _mailbox(request: HttpRequest, pk: int) -> Mailbox:
     return get_for_team_or_404(
         Mailbox.objects.select_related("owner").prefetch_related("folders"), request.team, pk=pk
@@ -96,6 +99,7 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "mailbox": mailbox,
             "identity": identity,
             "disconnect_after_hours": settings.CRM_DISCONNECT_AFTER_HOURS,
+            "quarantined": mailbox.quarantined.all()[:QUARANTINE_SHOWN],
         },
     )
 
