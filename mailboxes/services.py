@@ -731,8 +731,7 @@ def _apply_batch(
         answers = [meta for meta in answers if meta.ref not in existing]
     new = len(prepared.refs) - len(existing)
     _insert_metadata(rows)
-    for ref, flags in batch.flag_updates.items():
-        folder.messages.filter(ref=ref).update(flags=" ".join(flags)[:500])
+    _update_flags(folder, batch.flag_updates)
     if on_batch and new:
         on_batch(
             BatchContext(
@@ -750,6 +749,22 @@ def _apply_batch(
     folder.last_synced_at = timezone.now()
     folder.save(update_fields=["cursor", "synced_count", "total_count", "last_synced_at"])
     return new
+
+
+# Refs per UPDATE of flags: within every database's limit on query parameters.
+FLAG_UPDATE_CHUNK = 500
+
+
+def _update_flags(folder: Folder, updates: dict[str, tuple[str, ...]]) -> None:
+    """Store changed flags: one UPDATE per distinct set of flags and chunk of refs ("mark all
+    as read" on 20,000 messages is a few queries, not 20,000)."""
+    by_flags: dict[str, list[str]] = {}
+    for ref, flags in updates.items():
+        by_flags.setdefault(" ".join(flags)[:500], []).append(ref)
+    for flags, refs in by_flags.items():
+        for start in range(0, len(refs), FLAG_UPDATE_CHUNK):
+            chunk = refs[start : start + FLAG_UPDATE_CHUNK]
+            folder.messages.filter(ref__in=chunk).update(flags=flags)
 
 
 # Raw messages read per FETCH when several are needed: bounds memory for large mail.

@@ -20,7 +20,6 @@ from .services import (
     queue_sync,
 )
 
-
 QUARANTINE_SHOWN = 20
 
 

@@ -569,3 +569,19 @@ def test_bodies_read_ahead_are_cached_and_not_read_again(connected, account):
     assert dict(MessageBody.objects.values_list("meta_id", "raw")) == {
         first.pk: b"read ahead", second.pk: raws[second.pk],
     }  # fmt: skip
+
+
+def test_flags_changed_on_the_server_are_stored_on_the_next_sync(connected, account):
+    for n in range(7):
+        account[2].deliver(build_email(subject=f"m{n}"))
+    sync(connected)
+    client = account[2].client
+    client.select_folder("INBOX")
+    uids = client.search(["ALL"])
+    client.add_flags(uids, [b"\\Seen"])  # "mark all as read"
+    client.add_flags(uids[:2], [b"\\Flagged"])
+
+    sync(connected)
+
+    stored = sorted(MessageMeta.objects.values_list("flags", flat=True))
+    assert stored == ["\\Flagged \\Seen"] * 2 + ["\\Seen"] * 5
