@@ -10,5 +10,6 @@ urlpatterns = [
     path("<int:pk>/identity/", views.mailbox_identity, name="mailbox_identity"),
     path("<int:pk>/status/", views.mailbox_status, name="mailbox_status"),
     path("<int:pk>/sync/", views.mailbox_sync, name="mailbox_sync"),
+    path("<int:pk>/resync/", views.mailbox_resync, name="mailbox_resync"),
     path("<int:pk>/delete/", views.mailbox_delete, name="mailbox_delete"),
 ]

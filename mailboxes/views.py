@@ -18,6 +18,7 @@ from .services import (
     count_connect_attempt,
     delete_mailbox,
     queue_sync,
+    resync_mailbox,
 )
 
 QUARANTINE_SHOWN = 20
@@ -148,6 +149,18 @@ def mailbox_sync(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, "Sync started.")
     else:
         messages.info(request, "A sync of this mailbox is already waiting to start.")
+    return redirect(mailbox)
+
+
+@require_POST
+@team_member_required
+def mailbox_resync(request: HttpRequest, pk: int) -> HttpResponse:
+    """Read the mailbox again from scratch (the owner's repair for a drift)."""
+    mailbox = _mailbox(request, pk)
+    if mailbox.owner_id != request.user.pk:
+        raise Http404("Only the owner can resync a mailbox.")
+    resync_mailbox(mailbox)
+    messages.success(request, "Threadline is reading this mailbox again from the start.")
     return redirect(mailbox)
 
 

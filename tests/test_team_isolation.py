@@ -77,6 +77,7 @@ URLS_WITH_IDS = {
     "mailboxes:mailbox_status": ("get", _mailbox, Mailbox),
     "mailboxes:mailbox_sync": ("post", _mailbox, Mailbox),
     "mailboxes:mailbox_delete": ("post", _mailbox, Mailbox),
+    "mailboxes:mailbox_resync": ("post", _mailbox, Mailbox),
     "engagements:compose_contact": ("get", lambda t: ContactFactory(team=t), Contact),
     "engagements:compose_company": ("get", lambda t: CompanyFactory(team=t), Company),
     "engagements:compose_deal": ("get", lambda t: DealFactory(team=t), Deal),

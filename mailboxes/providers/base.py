@@ -119,6 +119,11 @@ class MailProvider(Protocol):
         """Several raw messages in one request, by ref; refs gone from the server are missing."""
         ...
 
+    def count_since(self, folder: str, since: date) -> int | None:
+        """How many messages of the folder the server has from `since` on (the drift check);
+        None when the provider cannot tell cheaply."""
+        ...
+
     def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
         """Send a message to `recipients` (the envelope: To, Cc and Bcc). Raises PartlySent
         when some recipients were refused and the others got it; ProviderError otherwise."""

@@ -1,0 +1,82 @@
+"""The drift check: mail the server has that Threadline did not store is flagged within one
+sync, with the numbers, and reading the mailbox again repairs it without a duplicate."""
+
+import pytest
+from django.urls import reverse
+
+from engagements.models import EmailEngagement
+from mailboxes.models import Mailbox, MessageMeta
+from mailboxes.services import resync_mailbox
+from tests.mailboxes.helpers import SENT_ID, build_email, reply, sync
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def deliver(account, replies=5, others=55):
+    for n in range(replies):
+        account[2].deliver(reply(n))
+    for n in range(others):
+        account[2].deliver(build_email(subject=f"other {n}"))
+
+
+def test_a_mailbox_in_step_shows_no_drift(connected, tracked, account):
+    deliver(account)
+
+    sync(connected)
+
+    assert Mailbox.objects.get(pk=connected.pk).drift == ""
+
+
+def test_rows_lost_behind_the_syncs_back_are_flagged_within_one_sync(
+    connected, tracked, account, client_for, owner
+):
+    deliver(account)
+    sync(connected)
+    lost = MessageMeta.objects.order_by("pk").values_list("pk", flat=True)[:50]
+    MessageMeta.objects.filter(pk__in=list(lost)).delete()
+
+    result = sync(connected)
+
+    drift = Mailbox.objects.get(pk=connected.pk).drift
+    assert result.error == ""
+    assert "INBOX: the server has 60 messages since" in drift and "Threadline has 10" in drift
+    page = client_for(owner).get(reverse("mailboxes:mailbox_detail", args=[connected.pk]))
+    assert "Degraded: mail missing" in page.content.decode()
+    assert "Read the mailbox again" in page.content.decode()
+
+
+def test_reading_the_mailbox_again_repairs_the_drift_without_duplicates(
+    connected, tracked, account, client_for, owner
+):
+    deliver(account)
+    sync(connected)
+    MessageMeta.objects.filter(
+        pk__in=list(MessageMeta.objects.values_list("pk", flat=True)[:50])
+    ).delete()
+    sync(connected)
+
+    response = client_for(owner).post(reverse("mailboxes:mailbox_resync", args=[connected.pk]))
+
+    assert response.status_code == 302
+    assert Mailbox.objects.get(pk=connected.pk).drift == ""
+    assert MessageMeta.objects.count() == 60
+    assert MessageMeta.objects.values("message_id").distinct().count() == 60
+    replies = EmailEngagement.objects.exclude(message_id=SENT_ID)
+    assert replies.count() == 5 and replies.values("message_id").distinct().count() == 5
+
+
+def test_only_the_owner_can_read_the_mailbox_again(connected, client_for, teammate):
+    response = client_for(teammate).post(reverse("mailboxes:mailbox_resync", args=[connected.pk]))
+
+    assert response.status_code == 404
+
+
+def test_resync_service_is_idempotent(connected, tracked, account):
+    deliver(account, replies=2, others=3)
+    sync(connected)
+
+    resync_mailbox(connected)
+    resync_mailbox(connected)
+
+    assert MessageMeta.objects.count() == 5
+    assert EmailEngagement.objects.exclude(message_id=SENT_ID).count() == 2
