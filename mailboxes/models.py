@@ -77,6 +77,7 @@ class Mailbox(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # The drift check after each sync: what the server has that Threadline did not store.
     drift = models.TextField(blank=True)
+    drift_checked_at = models.DateTimeField(null=True, blank=True)
     # When a sync was queued that has not started yet: one queued sync per mailbox, however
     # often "Sync now", the schedule or a reconnect asks (mailboxes.services.queue_sync).
     sync_queued_at = models.DateTimeField(null=True, blank=True)

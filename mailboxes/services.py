@@ -318,7 +318,9 @@ def sync_mailbox(
                             mailbox, folder, batch, provider, on_batch, read_from, prepared,
                             epoch=epoch,
                         )  # fmt: skip
-            drift = check_drift(mailbox, provider, since)
+            checked = mailbox.drift_checked_at
+            due = checked is None or timezone.now() - checked >= DRIFT_CHECK_INTERVAL
+            drift = check_drift(mailbox, provider, since) if result.new_messages or due else None
     except LeaseLost as exc:
         # Another sync (or a resync) owns the mailbox now; what this one wrote stays valid.
         logger.warning("%s; this sync stops", exc)
@@ -342,8 +344,9 @@ def sync_mailbox(
         return result
     finally:
         release_lease(mailbox.pk, epoch)
+    checked_now = {} if drift is None else {"drift": drift, "drift_checked_at": timezone.now()}
     Mailbox.objects.filter(pk=mailbox.pk).update(
-        drift=drift,
+        **checked_now,
         last_synced_at=timezone.now(),
         last_error="",
         failures=0,
@@ -351,6 +354,11 @@ def sync_mailbox(
         retry_at=None,
     )
     return result
+
+
+# A sync that read nothing new checks for drift at most this often: counting a large folder
+# costs the server (its dates) and the database more than the rest of an idle sync.
+DRIFT_CHECK_INTERVAL = timedelta(hours=1)
 
 
 def check_drift(mailbox: Mailbox, provider: MailProvider, since: date) -> str:
@@ -918,3 +926,19 @@ def send_message(
                 logger.warning("filing a sent copy for mailbox %s failed: %s", mailbox.pk, exc)
                 notes.append(f"The copy could not be filed in {sent_folder.name}: {exc.message}")
     return " ".join(notes)
+
+
+def find_sent_message(mailbox: Mailbox, message_id: str) -> bool | None:
+    """Whether the mailbox's sent folder holds a message with this Message-ID; None when it
+    cannot tell (the mailbox has no sent folder). Raises ProviderError; a failure that needs
+    the owner disconnects the mailbox, as on sending."""
+    sent_folder = mailbox.folders.filter(role=Folder.Role.SENT).first()
+    if sent_folder is None:
+        return None
+    with open_provider(mailbox) as provider:
+        try:
+            return provider.find_sent(sent_folder.name, message_id)
+        except ProviderError as exc:
+            if exc.disconnects:
+                record_failure(mailbox, exc)
+            raise
