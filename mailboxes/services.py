@@ -320,7 +320,7 @@ def sync_mailbox(
                         )  # fmt: skip
             checked = mailbox.drift_checked_at
             due = checked is None or timezone.now() - checked >= DRIFT_CHECK_INTERVAL
-            drift = check_drift(mailbox, provider, since) if result.new_messages or due else None
+            drift = check_drift(mailbox, provider, since) if due else None
     except LeaseLost as exc:
         # Another sync (or a resync) owns the mailbox now; what this one wrote stays valid.
         logger.warning("%s; this sync stops", exc)
@@ -356,8 +356,8 @@ def sync_mailbox(
     return result
 
 
-# A sync that read nothing new checks for drift at most this often: counting a large folder
-# costs the server (its dates) and the database more than the rest of an idle sync.
+# Syncs check for drift at most this often (and the first after a resync): counting a large
+# folder costs the server (its dates) and the database more than the rest of an idle sync.
 DRIFT_CHECK_INTERVAL = timedelta(hours=1)
 
 
@@ -859,6 +859,7 @@ def reset_sync_state(mailbox: Mailbox) -> None:
         # A sync running now read from the checkpoints forgotten here: fence it off, so it
         # stops before writing another batch.
         fence_off(mailbox.pk)
+        Mailbox.objects.filter(pk=mailbox.pk).update(drift_checked_at=None)
         MessageMeta.objects.filter(mailbox=mailbox).delete()
         mailbox.folders.update(cursor="", synced_count=0, total_count=0, last_synced_at=None)
 

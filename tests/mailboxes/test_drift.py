@@ -36,7 +36,7 @@ def test_rows_lost_behind_the_syncs_back_are_flagged_by_the_next_sync_that_check
     sync(connected)
     lost = MessageMeta.objects.order_by("pk").values_list("pk", flat=True)[:50]
     MessageMeta.objects.filter(pk__in=list(lost)).delete()
-    sync(connected)  # idle, and counted a moment ago: not counted again yet
+    sync(connected)  # counted a moment ago: not counted again within the hour
     assert Mailbox.objects.get(pk=connected.pk).drift == ""
 
     with time_machine.travel(timezone.now() + DRIFT_CHECK_INTERVAL):
@@ -58,16 +58,16 @@ def test_reading_the_mailbox_again_repairs_the_drift_without_duplicates(
     MessageMeta.objects.filter(
         pk__in=list(MessageMeta.objects.values_list("pk", flat=True)[:50])
     ).delete()
-    account[2].deliver(build_email(subject="new mail: this sync counts"))
-    sync(connected)
+    with time_machine.travel(timezone.now() + DRIFT_CHECK_INTERVAL):
+        sync(connected)
     assert Mailbox.objects.get(pk=connected.pk).drift
 
     response = client_for(owner).post(reverse("mailboxes:mailbox_resync", args=[connected.pk]))
 
     assert response.status_code == 302
     assert Mailbox.objects.get(pk=connected.pk).drift == ""
-    assert MessageMeta.objects.count() == 61
-    assert MessageMeta.objects.values("message_id").distinct().count() == 61
+    assert MessageMeta.objects.count() == 60
+    assert MessageMeta.objects.values("message_id").distinct().count() == 60
     replies = EmailEngagement.objects.exclude(message_id=SENT_ID)
     assert replies.count() == 5 and replies.values("message_id").distinct().count() == 5
 
