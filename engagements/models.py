@@ -243,9 +243,24 @@ class OutgoingEmail(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     filed_in_sent = models.BooleanField(default=False)
+    # When the outbox reconciler takes the email over if it is still queued or sending then (its
+    # task was lost, or its worker died); null once it is sent or failed. Every change of a
+    # pending email's status writes it, so it is also what each claim compares and sets
+    # (sending.py).
+    reconcile_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = TeamScopedQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The reconciler's "due" query; only pending email has a value.
+            models.Index(
+                fields=["reconcile_at"],
+                name="outgoing_reconcile_idx",
+                condition=models.Q(reconcile_at__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"sending of {self.engagement_id}"

@@ -5,6 +5,13 @@ tracked, so a reply can never be missed), then a django-q task sends it through 
 mailbox and files the sent-folder copy. A failed send shows as "Not sent" with the reason
 and a Retry; the status moves queued -> sending -> sent/failed under a row lock, so a
 message is never sent twice.
+
+A broker can lose a task (Redis, a worker killed while holding it, issue 13), and a worker can
+die in the middle of a send. Every pending email therefore carries `reconcile_at`, moved on by
+each change of its status: the outbox reconciler (`reconcile_outbox`, on a schedule) takes over
+an email still queued or sending at that time. Queued, it is queued again; sending, its
+mailbox's sent folder is asked for its Message-ID first: found, it is recorded as sent;
+not found, it is sent again (the same bytes, the same Message-ID).
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ import mimetypes
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email import policy
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from email.utils import format_datetime
+from typing import Literal
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -30,7 +38,7 @@ from contacts.models import Contact
 from mailboxes.models import Mailbox
 from mailboxes.parsing import ParsedAttachment
 from mailboxes.providers.base import ProviderError
-from mailboxes.services import send_message
+from mailboxes.services import find_sent_message, send_message
 from teams.models import RetentionPolicy, Team
 
 from .models import EmailEngagement, EmailTemplate, OutgoingEmail, TrackedMessageId
@@ -44,6 +52,9 @@ logger = logging.getLogger(__name__)
 MAX_REFERENCES = 20
 # A send still "sending" after this long was interrupted (the worker died): it may be retried.
 STALE_SENDING = timedelta(minutes=10)
+# Emails the outbox reconciler looks at in one run, oldest first (the rest wait for the next).
+RECONCILE_LIMIT = 100
+PENDING = (EmailEngagement.Status.QUEUED, EmailEngagement.Status.SENDING)
 
 
 class SendError(Exception):
@@ -65,6 +76,13 @@ class Draft:
     contacts: Sequence[models.Model] = ()
     companies: Sequence[models.Model] = ()
     deals: Sequence[models.Model] = ()
+
+
+def lost_after() -> timedelta:
+    """How long a queued or sending email may stay so before its task is taken as lost: the
+    broker's retry window, which settings keep longer than the task timeout, after which
+    django-q kills the worker; so no worker can still be sending it then."""
+    return timedelta(seconds=int(settings.Q_CLUSTER["retry"]))  # type: ignore[call-overload]
 
 
 def sending_mailbox(user: AbstractBaseUser, team: Team) -> Mailbox | None:
@@ -227,6 +245,7 @@ def queue_email(
             sender=mailbox.email_address,
             recipients=recipients,
             bcc=[a.as_dict() for a in draft.bcc],
+            reconcile_at=timezone.now() + lost_after(),
         )
         transaction.on_commit(lambda: _enqueue(outgoing.pk))
     return engagement
@@ -251,7 +270,8 @@ def send_outgoing(outgoing_id: int) -> str:
         engagement.save(update_fields=["status"])
         outgoing.attempts += 1
         outgoing.last_attempt_at = timezone.now()
-        outgoing.save(update_fields=["attempts", "last_attempt_at"])
+        outgoing.reconcile_at = outgoing.last_attempt_at + lost_after()
+        outgoing.save(update_fields=["attempts", "last_attempt_at", "reconcile_at"])
     try:
         note = send_message(
             outgoing.mailbox,
@@ -262,9 +282,12 @@ def send_outgoing(outgoing_id: int) -> str:
         )
     except ProviderError as exc:
         logger.warning("sending engagement %s failed: %s", engagement.pk, exc.cause)
-        engagement.status = EmailEngagement.Status.FAILED
-        engagement.status_detail = exc.message[:500]
-        engagement.save(update_fields=["status", "status_detail"])
+        with transaction.atomic():
+            engagement.status = EmailEngagement.Status.FAILED
+            engagement.status_detail = exc.message[:500]
+            engagement.save(update_fields=["status", "status_detail"])
+            outgoing.reconcile_at = None
+            outgoing.save(update_fields=["reconcile_at"])
         return engagement.status
     with transaction.atomic():
         engagement.status = EmailEngagement.Status.SENT
@@ -273,7 +296,8 @@ def send_outgoing(outgoing_id: int) -> str:
         engagement.save(update_fields=["status", "status_detail", "sent_at"])
         outgoing.raw = b""  # sent: the timeline has the content, the sent folder the copy
         outgoing.filed_in_sent = not note
-        outgoing.save(update_fields=["raw", "filed_in_sent"])
+        outgoing.reconcile_at = None
+        outgoing.save(update_fields=["raw", "filed_in_sent", "reconcile_at"])
     return engagement.status
 
 
@@ -294,12 +318,148 @@ def retry_email(engagement: EmailEngagement) -> None:
     if not can_retry(engagement):
         raise SendError("Only an email that was not sent can be retried.")
     with transaction.atomic():
+        # The outgoing row first, as send_outgoing and the reconciler take it.
+        outgoing = OutgoingEmail.objects.select_for_update().get(pk=engagement.outgoing.pk)
         updated = EmailEngagement.objects.filter(pk=engagement.pk, status=engagement.status).update(
             status=EmailEngagement.Status.QUEUED, status_detail=""
         )
         if updated:
-            outgoing_id = engagement.outgoing.pk
+            outgoing.reconcile_at = timezone.now() + lost_after()
+            outgoing.save(update_fields=["reconcile_at"])
+            transaction.on_commit(lambda: _enqueue(outgoing.pk))
+
+
+# Shown on an interrupted send whose mailbox has no sent folder to look in.
+INTERRUPTED_UNKNOWN = (
+    "Sending was interrupted, and without a sent folder in your mailbox Threadline cannot tell "
+    "whether it went out. Check with the recipient before you retry."
+)
+
+
+@dataclass
+class OutboxResult:
+    """What one run of the outbox reconciler did."""
+
+    requeued: int = 0  # waiting, their task lost: queued again
+    found_sent: int = 0  # interrupted, found in the sent folder: recorded as sent
+    resent: int = 0  # interrupted, not in the sent folder: queued to be sent again
+    undecided: int = 0  # interrupted, no sent folder to look in: "Not sent", the user decides
+    unreachable: int = 0  # the mailbox could not be asked: looked at again later
+    taken: int = 0  # another reconciler or a worker moved it first
+    more: bool = False  # the limit was reached: the next run goes on
+
+    def summary(self) -> str:
+        return (
+            f"outbox: {self.requeued} queued again, {self.found_sent} found in sent, "
+            f"{self.resent} sent again, {self.undecided} undecided, "
+            f"{self.unreachable} mailbox errors" + ("; more left" if self.more else "")
+        )
+
+
+def reconcile_outbox(*, now: datetime | None = None, limit: int = RECONCILE_LIMIT) -> OutboxResult:
+    """Take over emails left queued or sending past their `reconcile_at` (a lost task, a dead
+    worker), at most `limit`, longest due first; see the module docstring. Emails of a
+    disconnected mailbox wait until it is reconnected (the timeline says why meanwhile).
+    Several may run at once: each email is claimed by a conditional UPDATE of `reconcile_at`.
+    """
+    now = now or timezone.now()
+    result = OutboxResult()
+    due = list(
+        OutgoingEmail.objects.filter(reconcile_at__lte=now, mailbox__state=Mailbox.State.CONNECTED)
+        .order_by("reconcile_at", "pk")
+        .values_list("pk", "reconcile_at", "mailbox_id", "engagement_id", "engagement__status")[
+            : limit + 1
+        ]
+    )
+    result.more = len(due) > limit
+    due = due[:limit]
+    mailboxes = Mailbox.objects.in_bulk({row[2] for row in due})
+    unreachable: set[int] = set()  # could not be asked this run: not asked again in it
+    for outgoing_id, seen, mailbox_id, engagement_id, status in due:
+        if status == EmailEngagement.Status.SENDING and mailbox_id in unreachable:
+            result.unreachable += 1
+            continue
+        claimed_at = now + lost_after()
+        with transaction.atomic():
+            # Every change of a pending email's status writes reconcile_at (send_outgoing,
+            # retry_email, here): unchanged since it was read, nobody else has moved it.
+            # (A finished email has nothing to take over: its time is only cleared.)
+            claimed = OutgoingEmail.objects.filter(pk=outgoing_id, reconcile_at=seen).update(
+                reconcile_at=claimed_at if status in PENDING else None
+            )
+            if claimed and status == EmailEngagement.Status.QUEUED:
+                transaction.on_commit(lambda pk=outgoing_id: _enqueue(pk))
+        if not claimed:
+            result.taken += 1
+        elif status == EmailEngagement.Status.QUEUED:
+            logger.info("outbox: the task of engagement %s was lost; queued again", engagement_id)
+            result.requeued += 1
+        elif status == EmailEngagement.Status.SENDING:
+            try:
+                outcome = _settle_interrupted(
+                    mailboxes[mailbox_id], outgoing_id, engagement_id, claimed_at, now
+                )
+            except ProviderError as exc:
+                # Claimed until claimed_at: asked again after that, whatever the next run is.
+                logger.warning("outbox: mailbox %s could not be asked: %s", mailbox_id, exc.cause)
+                unreachable.add(mailbox_id)
+                result.unreachable += 1
+                continue
+            setattr(result, outcome, getattr(result, outcome) + 1)
+    return result
+
+
+def _settle_interrupted(
+    mailbox: Mailbox, outgoing_id: int, engagement_id: int, claimed_at: datetime, now: datetime
+) -> Literal["found_sent", "undecided", "resent", "taken"]:
+    """Decide a send whose worker died (claimed by the caller until `claimed_at`) from the
+    mailbox's sent folder; return the OutboxResult field it counts in. Raises ProviderError."""
+    message_id, attempted_at = EmailEngagement.objects.filter(pk=engagement_id).values_list(
+        "message_id", "outgoing__last_attempt_at"
+    )[0]
+    found = find_sent_message(mailbox, message_id)
+    Status = EmailEngagement.Status
+    outcome: Literal["found_sent", "undecided", "resent"]
+    outgoing_fields: dict[str, object]
+    engagement_fields: dict[str, object]
+    if found:
+        # It went out and was filed; only the recording was lost.
+        outgoing_fields = {"reconcile_at": None, "raw": b"", "filed_in_sent": True}
+        engagement_fields = {"status": Status.SENT, "status_detail": ""}
+        engagement_fields["sent_at"] = attempted_at or now  # when the send began
+        outcome = "found_sent"
+    elif found is None:
+        # No sent folder: nothing tells a message that left from one that did not. A person
+        # decides (Retry), rather than a guess sending it twice or never.
+        outgoing_fields = {"reconcile_at": None}
+        engagement_fields = {"status": Status.FAILED, "status_detail": INTERRUPTED_UNKNOWN}
+        outcome = "undecided"
+    else:
+        # Not in the sent folder: sent again, the same bytes with the same Message-ID. Gmail
+        # and Microsoft 365 file what they accept themselves, well within lost_after(), so
+        # for them this means "never sent". With IMAP/SMTP our worker files the copy (APPEND)
+        # just after the SMTP server accepted the message, and SMTP cannot be asked later
+        # what it accepted: a worker that died between the two left a delivered message
+        # without a copy, and this sends it a second time. That gap is the moment between the
+        # server's "250" and the APPEND, while dying before acceptance (connecting, logging
+        # in, transferring a large message) is far likelier; a rare second copy, with the
+        # same Message-ID, is the price of never leaving an email unsent without a word. (A
+        # copy the user moved out of the sent folder within the window is not found either.)
+        outgoing_fields = {"reconcile_at": now + lost_after()}
+        engagement_fields = {"status": Status.QUEUED, "status_detail": ""}
+        outcome = "resent"
+    with transaction.atomic():
+        if not OutgoingEmail.objects.filter(pk=outgoing_id, reconcile_at=claimed_at).update(
+            **outgoing_fields
+        ):
+            return "taken"  # a Retry moved it meanwhile
+        EmailEngagement.objects.filter(pk=engagement_id, status=Status.SENDING).update(
+            **engagement_fields
+        )
+        if outcome == "resent":
             transaction.on_commit(lambda: _enqueue(outgoing_id))
+    logger.info("outbox: interrupted send of engagement %s: %s", engagement_id, outcome)
+    return outcome
 
 
 @dataclass

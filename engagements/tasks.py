@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from .purge import purge
-from .sending import send_outgoing
+from .sending import reconcile_outbox, send_outgoing
 
 
 def send_email_task(outgoing_id: int) -> str:
     return send_outgoing(outgoing_id)
+
+
+def reconcile_outbox_task() -> str:
+    """Queue again what a lost task left waiting, and finish or re-send what a dead worker left
+    sending, checking the sent folder first (the schedule's entry point)."""
+    return reconcile_outbox().summary()
 
 
 def purge_task() -> str:

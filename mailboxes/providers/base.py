@@ -140,6 +140,12 @@ class MailProvider(Protocol):
         return False."""
         ...
 
+    def find_sent(self, folder: str, message_id: str) -> bool:
+        """Whether the sent folder holds a message with this Message-ID (without angle
+        brackets): how a send interrupted by a dead worker is told apart from one that never
+        left. Raises ProviderError when the server cannot be asked."""
+        ...
+
 
 class ProviderError(Exception):
     """A failure in plain words. `permanent` failures need the user; others are retried."""

@@ -267,6 +267,16 @@ class GmailProvider:
     def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
         return False  # Gmail puts what it sends in SENT itself
 
+    def find_sent(self, folder: str, message_id: str) -> bool:
+        """messages.list on the SENT label with `q=rfc822msgid:<id>`: Gmail labels what
+        messages.send accepted SENT in the same step, so "not found" means "not sent"."""
+        listing = self._execute(
+            self.service.users()
+            .messages()
+            .list(userId="me", labelIds=[folder], q=f"rfc822msgid:{message_id}", maxResults=1)
+        )
+        return bool(listing.get("messages"))
+
 
 class HistoryExpired(ProviderError):
     """history.list answered 404: the start historyId is older than Gmail keeps."""

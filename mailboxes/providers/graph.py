@@ -225,6 +225,16 @@ class GraphProvider:
     def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
         return False  # sendMail saves to Sent Items itself
 
+    def find_sent(self, folder: str, message_id: str) -> bool:
+        """The folder's messages filtered on `internetMessageId` (which Graph gives with its
+        angle brackets), one id asked for: sendMail saves what it accepts to Sent Items."""
+        literal = f"<{message_id}>".replace("'", "''")  # an OData string literal
+        found = self._get(
+            f"/me/mailFolders/{folder}/messages",
+            params={"$filter": f"internetMessageId eq '{literal}'", "$select": "id", "$top": 1},
+        )
+        return bool(found.get("value"))
+
 
 class DeltaExpired(ProviderError):
     """A delta link Graph no longer accepts (410): read the folder again from the start."""

@@ -566,13 +566,18 @@ class ImapProvider:
     def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
         """Copy a sent message into the sent folder with \\Seen (SPEC L6: the one write),
         unless the server filed it there itself. True if this call filed it."""
-        self._selected = None
-        self._call(self.client.select_folder, folder, readonly=True)
-        found = self._call(self.client.search, ["HEADER", "Message-ID", message_id])
-        if found:
+        if self.find_sent(folder, message_id):
             return False
         self._call(self.client.append, folder, raw, flags=["\\Seen"])
         return True
+
+    def find_sent(self, folder: str, message_id: str) -> bool:
+        """`UID SEARCH HEADER Message-ID <id>` in the sent folder, selected read-only. Only
+        what was filed is found: a message the SMTP server accepted just before the worker
+        died, and that nobody appended, is not (the reconciler decides what that means)."""
+        self._selected = None
+        self._call(self.client.select_folder, folder, readonly=True)
+        return bool(self._call(self.client.search, ["HEADER", "Message-ID", message_id]))
 
 
 def _smtp_text(error: bytes | str) -> str:

@@ -46,6 +46,7 @@ def test_setup_schedules_is_idempotent(settings):
     assert schedules == {
         "sync-mailboxes": ("mailboxes.tasks.sync_all_mailboxes_task", 3),
         "retention-purge": ("engagements.tasks.purge_task", 24 * 60),
+        "reconcile-outbox": ("engagements.tasks.reconcile_outbox_task", 5),
     }
 
 

@@ -4,7 +4,8 @@ speaking their documented wire format, for driving the real O365 client and djan
 Endpoints: authorize (approves at once) and token (authorization code with PKCE; refresh,
 which rotates the refresh token; `invalid_grant` once consent is revoked); /v1.0/me;
 mailFolders (well-known names inbox, sentitems); messages delta per folder (pages with
-@odata.nextLink, then @odata.deltaLink; 410 for a token older than `oldest_delta`); a
+@odata.nextLink, then @odata.deltaLink; 410 for a token older than `oldest_delta`); a folder's
+messages listed with `$filter=internetMessageId eq '<id>'`, `$select` and `$top`; a
 message's MIME (`$value`); sendMail with a base64 MIME body (filed in Sent Items).
 `throttle(n)` answers the next n calls 429; `move_mailbox()` answers like a migrated mailbox.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -126,6 +128,8 @@ class FakeMicrosoft(FakeOAuthServer):
                 return Response.json(self._folder(key))
             if parts[5:] == ["messages", "delta"]:
                 return self.delta(request, key)
+            if parts[5:] == ["messages"] and request.method == "GET":
+                return self.list_messages(request, key)
         if len(parts) == 6 and parts[3] == "messages" and parts[5] == "$value":
             message = self.messages.get(parts[4])
             if message is None:
@@ -217,6 +221,26 @@ class FakeMicrosoft(FakeOAuthServer):
         else:
             body["@odata.deltaLink"] = f"{base}?$deltatoken={self.change}"
         return Response.json(body)
+
+    def list_messages(self, request: Request, folder: str) -> Response:
+        """A folder's messages, newest first; of $filter only `internetMessageId eq '...'`
+        (an OData string literal: a quote inside is doubled), which Graph supports."""
+        found = sorted((m for m in self.messages.values() if m.folder == folder),
+                       key=lambda m: m.received, reverse=True)  # fmt: skip
+        clause = request.query.get("$filter")
+        if clause is not None:
+            match = re.fullmatch(r"internetMessageId eq '((?:[^']|'')*)'", clause.strip())
+            if match is None:
+                invalid = "The query filter contains one or more invalid nodes."
+                return graph_error(400, "ErrorInvalidUrlQueryFilter", invalid)
+            wanted = match.group(1).replace("''", "'")
+            found = [m for m in found if self._json(m)["internetMessageId"] == wanted]
+        page = found[: int(request.query.get("$top") or 10)]
+        values = [self._json(m) for m in page]
+        if "$select" in request.query:
+            keep = {"id", *request.query["$select"].split(",")}
+            values = [{k: v for k, v in value.items() if k in keep} for value in values]
+        return Response.json({"value": values})
 
     def send_mail(self, request: Request) -> Response:
         if not request.headers.get("content-type", "").startswith("text/plain"):
