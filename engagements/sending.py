@@ -50,8 +50,6 @@ logger = logging.getLogger(__name__)
 # References kept on a reply: the thread's first ids and its latest (RFC 5322 suggests
 # trimming long chains; the first and the nearest are what matching needs).
 MAX_REFERENCES = 20
-# A send still "sending" after this long was interrupted (the worker died): it may be retried.
-STALE_SENDING = timedelta(minutes=10)
 # Emails the outbox reconciler looks at in one run, oldest first (the rest wait for the next).
 RECONCILE_LIMIT = 100
 PENDING = (EmailEngagement.Status.QUEUED, EmailEngagement.Status.SENDING)
@@ -302,19 +300,13 @@ def send_outgoing(outgoing_id: int) -> str:
 
 
 def can_retry(engagement: EmailEngagement) -> bool:
-    if engagement.status == EmailEngagement.Status.FAILED:
-        return True
-    outgoing = getattr(engagement, "outgoing", None)
-    return (
-        engagement.status == EmailEngagement.Status.SENDING
-        and outgoing is not None
-        and outgoing.last_attempt_at is not None
-        and outgoing.last_attempt_at < timezone.now() - STALE_SENDING
-    )
+    """Only a send that failed: one interrupted while sending is the reconciler's, which looks
+    in the sent folder first (a blind retry could send it twice)."""
+    return engagement.status == EmailEngagement.Status.FAILED
 
 
 def retry_email(engagement: EmailEngagement) -> None:
-    """Queue a failed (or interrupted) send again: the same message, the same Message-ID."""
+    """Queue a failed send again: the same message, the same Message-ID."""
     if not can_retry(engagement):
         raise SendError("Only an email that was not sent can be retried.")
     with transaction.atomic():

@@ -16,7 +16,14 @@ from django_q.conf import Conf
 from django_q.models import OrmQ, Schedule
 
 from engagements.models import EmailEngagement, OutgoingEmail
-from engagements.sending import Draft, lost_after, queue_email, reconcile_outbox, retry_email
+from engagements.sending import (
+    Draft,
+    SendError,
+    lost_after,
+    queue_email,
+    reconcile_outbox,
+    retry_email,
+)
 from engagements.services import Address
 from engagements.tasks import reconcile_outbox_task
 from mailboxes.models import Folder, Mailbox
@@ -452,3 +459,14 @@ def test_the_command_takes_over_a_lost_task_like_the_schedule(
 
     assert out.getvalue().startswith("outbox: 1 queued again")
     assert received(smtp_server, engagement) == 1
+
+
+def test_an_email_left_sending_is_not_retried_blindly(queued_for_real, connected, owner, team):
+    engagement = send(connected, owner, team)
+    EmailEngagement.objects.filter(pk=engagement.pk).update(status=EmailEngagement.Status.SENDING)
+    engagement.refresh_from_db()
+
+    with time_machine.travel(timezone.now() + timedelta(hours=1)), pytest.raises(SendError):
+        retry_email(engagement)
+
+    assert status(engagement) == "sending"  # the reconciler's: it looks in Sent first
