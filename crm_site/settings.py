@@ -208,6 +208,9 @@ ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 # address (teams.adapters keys them by both): a stranger failing on purpose cannot lock
 # the account's owner out, and a guesser waits 5 minutes after 5 tries.
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
+# Behind reverse proxies, how many of them append to X-Forwarded-For: the client's address
+# (rate limits count by it) is read that many hops from the end. 0: REMOTE_ADDR.
+ALLAUTH_TRUSTED_PROXY_COUNT = env_int("CRM_TRUSTED_PROXY_COUNT", 0)
 ACCOUNT_ADAPTER = "teams.adapters.TeamAccountAdapter"
 ACCOUNT_LOGOUT_ON_GET = False
 # Gmail and Microsoft 365 mailboxes connect over OAuth through allauth's providers

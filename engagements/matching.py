@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Model, Q
 from django.template.defaultfilters import filesizeformat
 
@@ -188,7 +189,7 @@ def _log_or_quarantine(team: Team, items: list[tuple[MessageMeta, LogItem]]) -> 
     if not items:
         return []
     try:
-        with transaction.atomic():
+        with _savepoint():
             log_emails(team=team, items=[item for _meta, item in items], source=SYNC)
         return [item.email.message_id for _meta, item in items]
     except Exception:  # noqa: BLE001 - tried again one by one, where the culprit shows
@@ -196,13 +197,25 @@ def _log_or_quarantine(team: Team, items: list[tuple[MessageMeta, LogItem]]) -> 
     logged = []
     for meta, item in items:
         try:
-            with transaction.atomic():
+            with _savepoint():
                 log_emails(team=team, items=[item], source=SYNC)
         except Exception as exc:  # noqa: BLE001 - one message costs only itself
             _quarantine(meta, exc)
         else:
             logged.append(item.email.message_id)
     return logged
+
+
+@contextmanager
+def _savepoint() -> Iterator[None]:
+    """A savepoint whose constraint failures show inside it: PostgreSQL checks Django's
+    foreign keys (DEFERRABLE INITIALLY DEFERRED) at COMMIT, where one bad row would fail the
+    whole batch instead of only itself."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        yield
 
 
 def _quarantine(meta: MessageMeta, exc: Exception) -> None:
@@ -270,7 +283,7 @@ log_matches.read_ahead = read_ahead  # type: ignore[attr-defined] # see services
 def log_backlog(team: Team, message_ids: Iterable[str], max_depth: int = 20) -> int:
     """Log replies that were synced (as metadata) before their thread was tracked.
 
-    Callers that start tracking a thread (sending, BCC logging) call this with its ids; the
+    BCC and forward logging, which starts tracking a thread, calls this with its ids; the
     replies are read from the user's server now (IMAP keeps the mail there). Follows reply
     chains; returns how many emails were logged.
     """

@@ -26,7 +26,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
-from mailboxes.models import Mailbox, MessageBody, MessageMeta
+from mailboxes.models import Mailbox, MessageBody, MessageMeta, QuarantinedMessage
 from teams.models import RetentionPolicy, Team
 
 from .models import Attachment, EmailEngagement, Thread, TrackedMessageId
@@ -92,6 +92,9 @@ def _erase_rows(expired: models.QuerySet, ids: list[int]) -> tuple[int, int]:
     batch = expired.filter(pk__in=ids)
     if expired.model is MessageMeta:
         MessageBody.objects.filter(meta__in=batch)._raw_delete(batch.db)
+        # A quarantined message's copied headers go with its metadata (R4).
+        same = batch.filter(folder_id=models.OuterRef("folder_id"), ref=models.OuterRef("ref"))
+        QuarantinedMessage.objects.filter(models.Exists(same))._raw_delete(batch.db)
     return batch._raw_delete(batch.db), 0
 
 

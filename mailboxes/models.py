@@ -71,10 +71,6 @@ class Mailbox(models.Model):
     failures = models.PositiveIntegerField(default=0)
     failing_since = models.DateTimeField(null=True, blank=True)
     retry_at = models.DateTimeField(null=True, blank=True)
-    # The sync lease (mailboxes/leases.py): one sync per mailbox at a time, fenced by epoch.
-    lease_holder = models.CharField(max_length=200, blank=True)
-    lease_epoch = models.PositiveBigIntegerField(default=0)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
     # The drift check after each sync: what the server has that Threadline did not store.
     drift = models.TextField(blank=True)
     drift_checked_at = models.DateTimeField(null=True, blank=True)
@@ -114,14 +110,36 @@ class Mailbox(models.Model):
 
     @property
     def is_syncing(self) -> bool:
-        """A sync holds the lease (a dead one only until it expires)."""
-        return self.lease_expires_at is not None and self.lease_expires_at > timezone.now()
+        """A sync holds the lease (a dead one only until it expires). Lists select_related
+        `sync_lease`."""
+        try:
+            lease = self.sync_lease
+        except SyncLease.DoesNotExist:
+            return False
+        return lease.expires_at is not None and lease.expires_at > timezone.now()
 
     @property
     def progress(self) -> tuple[int, int]:
         """(messages read, messages known) over the synced folders (uses prefetched folders)."""
         folders = list(self.folders.all())
         return sum(f.synced_count for f in folders), sum(f.total_count for f in folders)
+
+
+class SyncLease(models.Model):
+    """The sync lease of one mailbox (mailboxes/leases.py): one sync at a time, fenced by
+    epoch. A row of its own, not columns of the mailbox's: a batch locks it while it writes,
+    and nothing else (the sender form, failures, queuing) waits on that lock or saves a stale
+    copy of it back."""
+
+    mailbox = models.OneToOneField(
+        Mailbox, on_delete=models.CASCADE, primary_key=True, related_name="sync_lease"
+    )
+    holder = models.CharField(max_length=200, blank=True)
+    epoch = models.PositiveBigIntegerField(default=0)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"sync lease of mailbox {self.mailbox_id}"
 
 
 class Folder(models.Model):

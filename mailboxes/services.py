@@ -113,7 +113,9 @@ def _count_attempt(key: str) -> tuple[int, int]:
     cache.add(f"{key}:start", now, window)
     cache.add(f"{key}:count", 0, window)
     try:
-        count = cache.incr(f"{key}:count")  # atomic in Redis and the local-memory cache
+        # Atomic in Redis; the file cache (one machine, no Redis) may miss a count when two
+        # attempts race: a soft limit there, which is enough to stop a scan.
+        count = cache.incr(f"{key}:count")
     except ValueError:  # the window ended between the two calls
         cache.set(f"{key}:count", 1, window)
         count = 1
@@ -321,6 +323,19 @@ def sync_mailbox(
             checked = mailbox.drift_checked_at
             due = checked is None or timezone.now() - checked >= DRIFT_CHECK_INTERVAL
             drift = check_drift(mailbox, provider, since) if due else None
+        with transaction.atomic():
+            # Under the lease: a resync meanwhile (its own drift check to come) or a newer
+            # sync's failure must not be overwritten by this one's success.
+            hold_lease(mailbox.pk, epoch)
+            checked = {} if drift is None else {"drift": drift, "drift_checked_at": timezone.now()}
+            Mailbox.objects.filter(pk=mailbox.pk).update(
+                **checked,
+                last_synced_at=timezone.now(),
+                last_error="",
+                failures=0,
+                failing_since=None,
+                retry_at=None,
+            )
     except LeaseLost as exc:
         # Another sync (or a resync) owns the mailbox now; what this one wrote stays valid.
         logger.warning("%s; this sync stops", exc)
@@ -344,15 +359,6 @@ def sync_mailbox(
         return result
     finally:
         release_lease(mailbox.pk, epoch)
-    checked_now = {} if drift is None else {"drift": drift, "drift_checked_at": timezone.now()}
-    Mailbox.objects.filter(pk=mailbox.pk).update(
-        **checked_now,
-        last_synced_at=timezone.now(),
-        last_error="",
-        failures=0,
-        failing_since=None,
-        retry_at=None,
-    )
     return result
 
 

@@ -26,7 +26,9 @@ QUARANTINE_SHOWN = 20
 
 def _mailbox(request: HttpRequest, pk: int) -> Mailbox:
     return get_for_team_or_404(
-        Mailbox.objects.select_related("owner").prefetch_related("folders"), request.team, pk=pk
+        Mailbox.objects.select_related("owner", "sync_lease").prefetch_related("folders"),
+        request.team,
+        pk=pk,
     )
 
 
@@ -34,7 +36,7 @@ def _mailbox(request: HttpRequest, pk: int) -> Mailbox:
 def mailbox_list(request: HttpRequest) -> HttpResponse:
     mailboxes = (
         Mailbox.objects.for_team(request.team)
-        .select_related("owner")
+        .select_related("owner", "sync_lease")
         .prefetch_related("folders")
         .order_by("email_address")
     )

@@ -19,6 +19,8 @@ class TeamAccountAdapter(DefaultAccountAdapter):
         # allauth counts failed logins per account: five failures from anywhere would lock the
         # owner out. Count them per account and client address (an IPv6 /64 as one).
         address = ip_address(self.get_client_ip(request))
+        if address.version == 6 and address.ipv4_mapped:  # a dual-stack socket's IPv4 client
+            address = address.ipv4_mapped
         if address.version == 6:
             address = ip_network(f"{address}/64", strict=False).network_address
         return f"{super()._get_login_attempts_cache_key(request, **credentials)}:{address}"

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mailboxes', '0009_mailbox_sync_lease'),
+        ('mailboxes', '0009_sync_lease'),
         ('teams', '0003_retention_defaults_explained'),
     ]
 

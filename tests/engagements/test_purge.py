@@ -15,7 +15,7 @@ from engagements.models import Attachment, EmailEngagement, Thread, TrackedMessa
 from engagements.purge import erase_team, purge
 from engagements.services import restore_engagement
 from mailboxes.crypto import Secret
-from mailboxes.models import Folder, Mailbox, MessageBody, MessageMeta
+from mailboxes.models import Folder, Mailbox, MessageBody, MessageMeta, QuarantinedMessage
 from teams.models import RetentionPolicy, Team
 from tests.factories import ContactFactory, EmailEngagementFactory, MembershipFactory
 
@@ -93,6 +93,24 @@ def test_r4_metadata_is_erased_after_60_days(team, offset, erased):
 
     assert MessageMeta.objects.filter(pk=meta.pk).exists() is not erased
     assert MessageBody.objects.filter(meta_id=meta.pk).exists() is not erased
+
+
+@pytest.mark.parametrize(("offset", "erased"), [(-1, False), (0, True)])
+def test_r4_erases_a_quarantined_message_with_its_metadata(team, offset, erased):
+    meta = synced_message(team)
+    QuarantinedMessage.objects.create(
+        team=team, mailbox=meta.mailbox, folder=meta.folder, ref=meta.ref,
+        message_id=meta.message_id, subject=meta.subject, reason="ValueError: x",
+    )  # fmt: skip
+    other = synced_message(team, stored_at=T0 + timedelta(days=30))
+    QuarantinedMessage.objects.create(
+        team=team, mailbox=other.mailbox, folder=other.folder, ref=other.ref, reason="kept"
+    )
+
+    purged_at(T0 + timedelta(days=60 + offset))
+
+    assert QuarantinedMessage.objects.filter(folder=meta.folder).exists() is not erased
+    assert QuarantinedMessage.objects.filter(folder=other.folder).exists()
 
 
 def test_what_the_rules_keep_survives(team):

@@ -134,3 +134,26 @@ def test_a_finished_sync_gives_the_lease_back(connected, account):
 
     assert not Mailbox.objects.get(pk=connected.pk).is_syncing
     assert claim_lease(connected.pk) is not None
+
+
+def test_a_slow_sync_keeps_its_expired_lease_while_nobody_claims_it(connected):
+    epoch = claim_lease(connected.pk)
+
+    with time_machine.travel(timezone.now() + LEASE_DURATION * 2):
+        hold_lease(connected.pk, epoch)  # a long first read: still its own, renewed
+
+    assert Mailbox.objects.get(pk=connected.pk).is_syncing
+
+
+def test_saving_the_mailbox_meanwhile_does_not_bring_a_released_lease_back(
+    connected, account, client_for, owner
+):
+    mailbox = Mailbox.objects.get(pk=connected.pk)  # loaded while no sync runs...
+    account[2].deliver(build_email(subject="hello"))
+    sync(connected)  # ...a sync takes the lease and gives it back...
+
+    mailbox.display_name = "Ada"
+    mailbox.save()  # ...and a stale copy of the mailbox is saved
+
+    assert not Mailbox.objects.get(pk=connected.pk).is_syncing
+    assert claim_lease(connected.pk) is not None

@@ -101,3 +101,33 @@ def test_five_failures_from_one_address_make_it_wait_five_minutes(client, owner)
     assert refused.status_code == 200
     assert "Too many failed login attempts" in refused.content.decode()
     assert allowed.status_code == 302
+
+
+def test_ipv4_clients_of_a_dual_stack_server_are_counted_apart(client, owner):
+    for _ in range(6):
+        log_in(client.__class__(), owner.email, "wrong guess", "::ffff:203.0.113.9")
+
+    response = log_in(client, owner.email, PASSWORD, "::ffff:198.51.100.4")
+
+    assert response.status_code == 302
+
+
+def test_behind_a_proxy_the_forwarded_client_address_counts(client, owner, settings):
+    settings.ALLAUTH_TRUSTED_PROXY_COUNT = 1
+    stranger = {"HTTP_X_FORWARDED_FOR": "203.0.113.9"}
+    for _ in range(6):
+        client.__class__().post(
+            reverse("account_login"),
+            {"login": owner.email, "password": "wrong guess"},
+            REMOTE_ADDR="10.0.0.2",
+            **stranger,
+        )
+
+    response = client.post(
+        reverse("account_login"),
+        {"login": owner.email, "password": PASSWORD},
+        REMOTE_ADDR="10.0.0.2",
+        HTTP_X_FORWARDED_FOR="198.51.100.4",
+    )
+
+    assert response.status_code == 302
