@@ -321,8 +321,12 @@ def sync_mailbox(
                             epoch=epoch,
                         )  # fmt: skip
             checked = mailbox.drift_checked_at
-            due = checked is None or timezone.now() - checked >= DRIFT_CHECK_INTERVAL
-            drift = check_drift(mailbox, provider, since) if due else None
+            if checked is None:
+                drift = ""  # a first reading (or a resync's) just stored the whole window
+            elif timezone.now() - checked >= DRIFT_CHECK_INTERVAL:
+                drift = check_drift(mailbox, provider, since)
+            else:
+                drift = None
         with transaction.atomic():
             # Under the lease: a resync meanwhile (its own drift check to come) or a newer
             # sync's failure must not be overwritten by this one's success.
@@ -362,8 +366,8 @@ def sync_mailbox(
     return result
 
 
-# Syncs check for drift at most this often (and the first after a resync): counting a large
-# folder costs the server (its dates) and the database more than the rest of an idle sync.
+# Syncs check for drift at most this often (not the first reading, which just stored the
+# window): counting a large folder costs the server and the database more than an idle sync.
 DRIFT_CHECK_INTERVAL = timedelta(hours=1)
 
 

@@ -154,8 +154,19 @@ class GraphProvider:
 
     # -- connect ----------------------------------------------------------------------
     def count_since(self, folder: str, since: date) -> int | None:
-        """Not checked yet for this provider (the drift check skips it)."""
-        return None
+        """The folder's messages received from `since` on, counted by Graph ($count with the
+        same filter as the delta query; one id listed)."""
+        found = self._get(
+            f"/me/mailFolders/{folder}/messages",
+            params={
+                "$filter": f"receivedDateTime ge {since.isoformat()}T00:00:00Z",
+                "$count": "true",
+                "$select": "id",
+                "$top": 1,
+            },
+        )
+        count = found.get("@odata.count")
+        return int(count) if count is not None else None
 
     def check(self) -> Capabilities:
         self._get("/me")

@@ -23,10 +23,13 @@ def deliver(account, replies=5, others=55):
 
 def test_a_mailbox_in_step_shows_no_drift(connected, tracked, account):
     deliver(account)
-
     sync(connected)
 
-    assert Mailbox.objects.get(pk=connected.pk).drift == ""
+    with time_machine.travel(timezone.now() + DRIFT_CHECK_INTERVAL):
+        sync(connected)
+
+    checked = Mailbox.objects.get(pk=connected.pk)
+    assert checked.drift == "" and checked.drift_checked_at > timezone.now()
 
 
 def test_rows_lost_behind_the_syncs_back_are_flagged_by_the_next_sync_that_checks(
@@ -87,3 +90,23 @@ def test_resync_service_is_idempotent(connected, tracked, account):
 
     assert MessageMeta.objects.count() == 5
     assert EmailEngagement.objects.exclude(message_id=SENT_ID).count() == 2
+
+
+@pytest.mark.parametrize("kind", ["gmail", "graph"])
+def test_oauth_mailboxes_are_checked_for_drift_too(kind, request):
+    fake = request.getfixturevalue("google" if kind == "gmail" else "microsoft")
+    mailbox = request.getfixturevalue(kind if kind == "gmail" else "outlook")
+    for n in range(12):
+        fake.add_message(build_email(subject=f"m{n}"))
+    sync(mailbox)
+    assert Mailbox.objects.get(pk=mailbox.pk).drift == ""
+    inbox = mailbox.folders.get(role="inbox")
+    lost = list(inbox.messages.values_list("pk", flat=True)[:5])
+    MessageMeta.objects.filter(pk__in=lost).delete()
+
+    with time_machine.travel(timezone.now() + DRIFT_CHECK_INTERVAL):
+        sync(mailbox)
+
+    drift = Mailbox.objects.get(pk=mailbox.pk).drift
+    assert f"{inbox.name}: the server has 12 messages since" in drift
+    assert "Threadline has 7" in drift

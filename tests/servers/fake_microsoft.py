@@ -5,8 +5,9 @@ Endpoints: authorize (approves at once) and token (authorization code with PKCE;
 which rotates the refresh token; `invalid_grant` once consent is revoked); /v1.0/me;
 mailFolders (well-known names inbox, sentitems); messages delta per folder (pages with
 @odata.nextLink, then @odata.deltaLink; 410 for a token older than `oldest_delta`); a folder's
-messages listed with `$filter=internetMessageId eq '<id>'`, `$select` and `$top`; a
-message's MIME (`$value`); sendMail with a base64 MIME body (filed in Sent Items).
+messages listed with `$filter=internetMessageId eq '<id>'` or `receivedDateTime ge <time>`,
+`$count=true`, `$select` and `$top`; a message's MIME (`$value`); sendMail with a base64
+MIME body (filed in Sent Items).
 `throttle(n)` answers the next n calls 429; `move_mailbox()` answers like a migrated mailbox.
 """
 
@@ -229,18 +230,26 @@ class FakeMicrosoft(FakeOAuthServer):
                        key=lambda m: m.received, reverse=True)  # fmt: skip
         clause = request.query.get("$filter")
         if clause is not None:
-            match = re.fullmatch(r"internetMessageId eq '((?:[^']|'')*)'", clause.strip())
-            if match is None:
+            by_id = re.fullmatch(r"internetMessageId eq '((?:[^']|'')*)'", clause.strip())
+            by_date = re.fullmatch(r"receivedDateTime ge (\S+)", clause.strip())
+            if by_id is not None:
+                wanted = by_id.group(1).replace("''", "'")
+                found = [m for m in found if self._json(m)["internetMessageId"] == wanted]
+            elif by_date is not None:
+                since = by_date.group(1)  # ISO 8601 in UTC compares as text
+                found = [m for m in found if self._json(m)["receivedDateTime"] >= since]
+            else:
                 invalid = "The query filter contains one or more invalid nodes."
                 return graph_error(400, "ErrorInvalidUrlQueryFilter", invalid)
-            wanted = match.group(1).replace("''", "'")
-            found = [m for m in found if self._json(m)["internetMessageId"] == wanted]
         page = found[: int(request.query.get("$top") or 10)]
         values = [self._json(m) for m in page]
         if "$select" in request.query:
             keep = {"id", *request.query["$select"].split(",")}
             values = [{k: v for k, v in value.items() if k in keep} for value in values]
-        return Response.json({"value": values})
+        body: dict[str, object] = {"value": values}
+        if request.query.get("$count") == "true":
+            body["@odata.count"] = len(found)  # all that match, not only the page
+        return Response.json(body)
 
     def send_mail(self, request: Request) -> Response:
         if not request.headers.get("content-type", "").startswith("text/plain"):
