@@ -32,6 +32,14 @@ def _mailbox(request: HttpRequest, pk: int) -> Mailbox:
     )
 
 
+def _own_mailbox(request: HttpRequest, pk: int) -> Mailbox:
+    """One of the user's own mailboxes: a teammate's answers 404, like another team's."""
+    mailbox = _mailbox(request, pk)
+    if mailbox.owner_id != request.user.pk:
+        raise Http404("Only the mailbox's owner can do this.")
+    return mailbox
+
+
 @team_member_required
 def mailbox_list(request: HttpRequest) -> HttpResponse:
     mailboxes = (
@@ -110,9 +118,7 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @team_member_required
 def mailbox_identity(request: HttpRequest, pk: int) -> HttpResponse:
     """The owner's name and signature on email sent through the mailbox."""
-    mailbox = _mailbox(request, pk)
-    if mailbox.owner_id != request.user.pk:
-        raise Http404
+    mailbox = _own_mailbox(request, pk)
     form = SenderIdentityForm(request.POST, instance=mailbox)
     if form.is_valid():
         form.save()
@@ -158,9 +164,7 @@ def mailbox_sync(request: HttpRequest, pk: int) -> HttpResponse:
 @team_member_required
 def mailbox_resync(request: HttpRequest, pk: int) -> HttpResponse:
     """Read the mailbox again from scratch (the owner's repair for a drift)."""
-    mailbox = _mailbox(request, pk)
-    if mailbox.owner_id != request.user.pk:
-        raise Http404("Only the owner can resync a mailbox.")
+    mailbox = _own_mailbox(request, pk)
     resync_mailbox(mailbox)
     messages.success(request, "Threadline is reading this mailbox again from the start.")
     return redirect(mailbox)
@@ -169,9 +173,7 @@ def mailbox_resync(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @team_member_required
 def mailbox_delete(request: HttpRequest, pk: int) -> HttpResponse:
-    mailbox = _mailbox(request, pk)
-    if mailbox.owner_id != request.user.pk:
-        raise Http404("Only the owner can disconnect a mailbox.")
+    mailbox = _own_mailbox(request, pk)
     delete_mailbox(mailbox=mailbox)
     messages.success(
         request, f"{mailbox.email_address} was disconnected. Email on timelines stays."
