@@ -8,6 +8,8 @@
 - R4: mailbox metadata is erased once stored that many days ago (default 60), with any
   cached body. Engagements on timelines are separate rows: R3 and R4 never touch them.
 - R5: `erase_team` erases a team and everything of it, files included.
+- Attachment files without a row (their batch rolled back, or its process was killed, after
+  the file was written) are erased a day after they were written.
 
 Work goes in batches of ids, each in its own short transaction that re-checks the rule while
 deleting, so a row restored meanwhile is kept; memory stays bounded, no table is locked for
@@ -119,6 +121,37 @@ def _teams(team_id: int | None) -> Iterator[tuple[Team, RetentionPolicy]]:
         yield team, policy
 
 
+# A batch that writes attachment files and then rolls back (or is killed) leaves them without
+# a row; after this long no transaction can still be about to commit one.
+ORPHAN_FILE_AGE = timedelta(days=1)
+ORPHANS = ("files", "attachment files of email never logged (its batch rolled back)")
+
+
+def _orphan_files(team: Team, now: datetime) -> Iterator[str]:
+    """The team's attachment files that no Attachment row names, older than ORPHAN_FILE_AGE
+    (attachment_path: attachments/team_<id>/<random>/<name>)."""
+    storage = Attachment._meta.get_field("file").storage
+    root = f"attachments/team_{team.pk}"
+    try:
+        folders, _files = storage.listdir(root)
+    except FileNotFoundError:
+        return
+    known = set(Attachment.objects.filter(team=team).values_list("file", flat=True))
+    for folder in folders:
+        for name in storage.listdir(f"{root}/{folder}")[1]:
+            path = f"{root}/{folder}/{name}"
+            if path not in known and storage.get_modified_time(path) < now - ORPHAN_FILE_AGE:
+                yield path
+
+
+def _erase_orphan_files(team: Team, now: datetime, result: RuleResult, dry_run: bool) -> None:
+    storage = Attachment._meta.get_field("file").storage
+    for path in _orphan_files(team, now):
+        if not dry_run:
+            storage.delete(path)
+        result.files += 1
+
+
 def purge(
     *,
     team_id: int | None = None,
@@ -127,11 +160,13 @@ def purge(
     batch_size: int = BATCH_SIZE,
     on_batch: Callable[[RuleResult], None] | None = None,
 ) -> list[RuleResult]:
-    """Apply R2–R4 to every team (or one); return per rule how many rows and files were (with
-    dry_run: would be) erased."""
+    """Apply R2–R4 to every team (or one), and erase orphaned attachment files; return per
+    rule how many rows and files were (with dry_run: would be) erased."""
     now = now or timezone.now()
     results = {rule.rule: RuleResult(rule.rule, rule.what) for rule in RULES}
+    results[ORPHANS[0]] = RuleResult(*ORPHANS)
     for team, policy in _teams(team_id):
+        _erase_orphan_files(team, now, results[ORPHANS[0]], dry_run)
         for rule in RULES:
             expired = rule.expired(team, policy, now)
             result = results[rule.rule]

@@ -10,6 +10,7 @@ import time_machine
 from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
 from engagements.models import Attachment, EmailEngagement, Thread, TrackedMessageId
 from engagements.purge import erase_team, purge
@@ -153,8 +154,8 @@ def test_small_batches_and_a_second_run_find_nothing_more(team):
         first = {r.rule: r.rows for r in purge(batch_size=2)}
         second = {r.rule: r.rows for r in purge(batch_size=2)}
 
-    assert first == {"R2": 7, "R3": 5, "R4": 5}
-    assert second == {"R2": 0, "R3": 0, "R4": 0}
+    assert first == {"R2": 7, "R3": 5, "R4": 5, "files": 0}
+    assert second == {"R2": 0, "R3": 0, "R4": 0, "files": 0}
     assert not Attachment.objects.exists()
 
 
@@ -236,3 +237,22 @@ def test_two_purges_at_once_erase_each_row_once(team):
     assert sum(r["R4"] for r in results) == 12 and sum(r["R2"] for r in results) == 6
     assert not MessageMeta.objects.exists() and not EmailEngagement.objects.exists()
     assert not Attachment.objects.exists()
+
+
+def test_attachment_files_without_a_row_are_erased_after_a_day(team, settings):
+    kept = EmailEngagementFactory(thread__team=team)
+    logged = Attachment.objects.create(
+        team=team, engagement=kept, filename="kept.pdf", file=ContentFile(b"%PDF", name="kept.pdf")
+    )
+    orphan = Attachment(team=team, engagement=kept, filename="lost.pdf")
+    orphan.file.save("lost.pdf", ContentFile(b"%PDF lost"), save=False)  # its batch rolled back
+    orphan_path = orphan.file.path
+    now = timezone.now()
+
+    too_soon = {r.rule: r.files for r in purge(now=now + timedelta(hours=23))}
+    dry = {r.rule: r.files for r in purge(now=now + timedelta(days=2), dry_run=True)}
+    done = {r.rule: r.files for r in purge(now=now + timedelta(days=2))}
+
+    assert (too_soon["files"], dry["files"], done["files"]) == (0, 1, 1)
+    assert not os.path.exists(orphan_path)
+    assert os.path.exists(logged.file.path)

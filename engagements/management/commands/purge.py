@@ -41,7 +41,8 @@ class Command(BaseCommand):
 def table(results: list[RuleResult]) -> str:
     rows = [("rule", "what", "rows", "files")]
     rows.append(("R1", "sequence email: kept until the team is deleted", "none", "-"))
-    rows += [(r.rule, r.what, f"{r.rows:,}", f"{r.files:,}" if r.rule == "R2" else "-")
+    with_files = {"R2", "files"}  # the rules that erase files
+    rows += [(r.rule, r.what, f"{r.rows:,}", f"{r.files:,}" if r.rule in with_files else "-")
              for r in results]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(
