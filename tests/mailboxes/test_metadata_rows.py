@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from mailboxes.bulk import insert_metadata, metadata_rows
 from mailboxes.models import MessageMeta
 from mailboxes.providers.base import MessageMeta as ProviderMeta
-from mailboxes.services import _insert_metadata, metadata_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,7 +37,7 @@ def test_awkward_values_read_back_as_given(connected):
     folder = connected.folders.get(role="inbox")
     metas = [provider_meta(n, text) for n, text in enumerate(AWKWARD)]
 
-    _insert_metadata(metadata_rows(connected, folder, metas))
+    insert_metadata(metadata_rows(connected, folder, metas))
 
     stored = {row.ref: row for row in folder.messages.all()}
     assert len(stored) == len(AWKWARD)
@@ -61,7 +61,7 @@ def test_awkward_values_read_back_as_given(connected):
 
 
 def test_rows_name_every_column_of_the_model(connected):
-    from mailboxes.services import _COPY_COLUMNS, _meta_values
+    from mailboxes.bulk import _COPY_COLUMNS, _meta_values
 
     folder = connected.folders.get(role="inbox")
     columns = {f.attname for f in MessageMeta._meta.concrete_fields if not f.primary_key}

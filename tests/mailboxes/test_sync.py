@@ -9,6 +9,7 @@ from django.utils import timezone
 from engagements.matching import log_matches
 from engagements.models import Attachment, EmailEngagement, TrackedMessageId
 from engagements.services import Address, EmailData, log_email
+from mailboxes.bulk import prepare_batch
 from mailboxes.leases import claim_lease
 from mailboxes.models import Folder, MessageBody, MessageMeta
 from mailboxes.parsing import parse_headers
@@ -16,7 +17,6 @@ from mailboxes.services import (
     _apply_batch,
     connect_mailbox,
     open_provider,
-    prepare_batch,
     reset_sync_state,
     sync_mailbox,
 )
