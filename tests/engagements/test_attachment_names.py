@@ -16,11 +16,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
-from engagements.inbound import inbound_server
 from engagements.models import Attachment, EmailEngagement
 from tests.factories import ContactEmailFactory, ContactFactory
 from tests.mailboxes.helpers import SENT_ID, reply, sync
-from tests.servers.dovecot import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -171,15 +169,6 @@ def test_the_note_on_a_stored_reply_is_shown_on_the_timeline(
 
 
 # -- (b) BCC logging over SMTP -------------------------------------------------------------
-
-
-@pytest.fixture
-def inbound(settings):
-    settings.CRM_INBOUND_MAX_MB = 1
-    server = inbound_server("127.0.0.1", free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

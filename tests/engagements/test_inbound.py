@@ -6,24 +6,13 @@ from email.message import EmailMessage
 
 import pytest
 
-from engagements.inbound import inbound_server
 from engagements.matching import log_matches
 from engagements.models import EmailEngagement, TrackedMessageId
 from mailboxes.services import sync_mailbox
 from tests.factories import CompanyFactory, ContactEmailFactory, ContactFactory
 from tests.mailboxes.helpers import build_email
-from tests.servers.dovecot import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def inbound(settings):
-    settings.CRM_INBOUND_MAX_MB = 1
-    server = inbound_server("127.0.0.1", free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
