@@ -64,13 +64,12 @@ def phase_setup(cfg: dict) -> dict:
 
 def phase_sync(cfg: dict) -> dict:
     setup_django(**cfg["env"])
-    from engagements.matching import log_matches
     from engagements.models import EmailEngagement
     from mailboxes.models import MessageMeta
-    from mailboxes.services import sync_mailbox
+    from sync.services import sync_mailbox
 
     started = time.perf_counter()
-    result = sync_mailbox(cfg["mailbox_id"], on_batch=log_matches)
+    result = sync_mailbox(cfg["mailbox_id"])
     wall = time.perf_counter() - started
     return {
         "wall": wall, "new": result.new_messages, "error": result.error,

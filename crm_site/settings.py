@@ -131,6 +131,7 @@ INSTALLED_APPS = [
     "contacts",
     "mailboxes",
     "engagements",
+    "sync",
 ]
 
 MIDDLEWARE = [
@@ -315,7 +316,7 @@ Q_CLUSTER: dict[str, object] = {
     "max_attempts": 3,
     "catch_up": False,
     "label": "Tasks",
-    # A large sync reads ahead in a child process (mailboxes/readahead.py); daemonic
+    # A large sync reads ahead in a child process (sync/readahead.py); daemonic
     # workers may not have children.
     "daemonize_workers": False,
 }
@@ -396,8 +397,6 @@ CRM_ALLOW_PLAINTEXT_LOOPBACK = env_bool("CRM_ALLOW_PLAINTEXT_LOOPBACK", False)
 # (the connect form must not probe the deployment's own network) unless this allows them:
 # local test servers and demos only.
 CRM_ALLOW_PRIVATE_MAIL_HOSTS = env_bool("CRM_ALLOW_PRIVATE_MAIL_HOSTS", False)
-# What runs on each synced batch: the engagements app's matcher (mailboxes does not import it).
-CRM_SYNC_MATCHER = env_str("CRM_SYNC_MATCHER", "engagements.matching.log_matches")
 CRM_SYNC_INTERVAL_MINUTES = env_int("CRM_SYNC_INTERVAL_MINUTES", 5)
 # The retention purge (SPEC R2-R4): daily by default.
 CRM_PURGE_INTERVAL_MINUTES = env_int("CRM_PURGE_INTERVAL_MINUTES", 24 * 60)

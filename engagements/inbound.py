@@ -21,19 +21,24 @@ from email.utils import getaddresses
 from aiosmtpd.controller import Controller
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from contacts.models import Contact, ContactEmail
 from mailboxes.parsing import ParsedMessage, message_ids, parse_message
 from teams.models import RetentionPolicy, Team
 
-from .matching import attachments_to_log, log_backlog
+from .matching import attachments_to_log
 from .models import EmailEngagement
 from .services import Address, EmailData, log_email
 
 logger = logging.getLogger(__name__)
+
+# The sync engine's task that logs replies synced before their thread was tracked (queued by
+# name: the engine imports this app, not the reverse).
+LOG_BACKLOG_TASK = "sync.tasks.log_backlog_task"
 
 _LOGGING_LOCAL = re.compile(r"^log-([0-9a-f]{8,40})$")
 _FORWARD_SUBJECT = re.compile(r"^\s*(fwd?|wg|tr|rv|i|enc|doorst)\s*:", re.IGNORECASE)
@@ -169,8 +174,10 @@ def log_inbound(team: Team, envelope_sender: str, raw: bytes) -> EmailEngagement
         attachments=attachments,
         attachments_note=note,
     )
-    # Replies synced before this email was logged (IMAP keeps them on the server).
-    log_backlog(team, [message_id, *message_ids(headers.in_reply_to)])
+    # Replies synced before this email was logged (IMAP keeps them on the server): the sync
+    # engine reads and logs them in the background, not while the sender's server waits.
+    backlog = [message_id, *message_ids(headers.in_reply_to)]
+    transaction.on_commit(lambda: async_task(LOG_BACKLOG_TASK, team.pk, backlog, group="sync"))
     return engagement
 
 

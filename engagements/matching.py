@@ -1,7 +1,9 @@
-"""The matcher run on every synced batch (SPEC L2, L3, L5).
+"""The matcher the sync engine runs on every synced batch (SPEC L2, L3, L5).
 
 A message whose In-Reply-To or References names a tracked Message-ID is read in full and
-logged on the thread's records; everything else stays metadata only.
+logged on the thread's records; everything else stays metadata only. The engine (sync/)
+asks `find_replies` which messages those are, reads their raw copies, and hands them to
+`log_replies`: this module never holds a connection to a mail server.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from contacts.models import Company, Contact, Deal
 from crm_site.db import any_of
 from mailboxes.models import Mailbox, MessageMeta
 from mailboxes.parsing import ParsedAttachment, ParsedMessage, parse_message
-from mailboxes.providers.base import MailProvider, MessageHeaders
-from mailboxes.services import BatchContext, quarantine, replay_messages
+from mailboxes.providers.base import MessageHeaders
+from mailboxes.services import quarantine
 from teams.models import RetentionPolicy, Team
 
 from .models import EmailEngagement, TrackedMessageId
-from .services import Address, EmailData, LogItem, log_emails, normalize_message_id
+from .services import Address, EmailData, LogItem, log_emails
 
 logger = logging.getLogger(__name__)
 SYNC = EmailEngagement.Source.SYNC
@@ -99,46 +101,57 @@ def _match_replies(
     return matched
 
 
-def log_matches(context: BatchContext) -> list[str]:
-    """Log the batch's replies to tracked threads.
+def find_replies(team: Team, messages: Sequence[MessageHeaders]) -> dict[str, int]:
+    """The replies to the team's tracked threads among a folder's new `messages`, by ref, to
+    the thread each belongs to; parents come before their replies.
 
-    A fixed number of queries and one FETCH per batch, however many messages match:
-    tracked ids, already-logged ids, the matched messages' rows, records of their threads,
-    the bodies (those the read-ahead child did not read and parse: `read_ahead`), and one
-    log_emails for all of them.
+    Two queries however many messages there are: the tracked ids they answer, and those of
+    them already logged (a reply is logged once, whichever mailbox saw it first).
     """
-    mailbox = context.mailbox
-    team = mailbox.team
     # Only a message that answers another can be a reply to a tracked thread.
-    answers = [(meta, ancestors) for meta in context.messages if (ancestors := _ancestors(meta))]
+    answers = [(meta, ancestors) for meta in messages if (ancestors := _ancestors(meta))]
     wanted = {i for _meta, ancestors in answers for i in ancestors}
     tracked = {
         t.message_id: t.thread_id for t in TrackedMessageId.objects.for_team(team).matching(wanted)
     }
     if not tracked:
-        return []
+        return {}
     logged = set(
         EmailEngagement.objects.for_team(team)
         .filter(message_id__in=any_of({m.message_id for m, _a in answers if m.message_id}))
         .values_list("message_id", flat=True)
     )
-    matched = _match_replies(answers, tracked, logged)
-    if not matched:
-        return []
-    metas = context.stored(list(matched))
-    records = _thread_records(team, set(matched.values()))
+    return _match_replies(answers, tracked, logged)
+
+
+def log_replies(
+    mailbox: Mailbox,
+    replies: dict[str, int],
+    metas: list[MessageMeta],
+    raws: dict[int, bytes],
+    parsed: dict[str, tuple[bytes, ParsedMessage]] | None = None,
+) -> list[str]:
+    """Log the replies found by `find_replies` on their threads' records; return the
+    Message-IDs logged.
+
+    `metas` are their saved rows and `raws` their raw copies by row pk (a message missing
+    from `raws` was deleted on the server meanwhile: nothing to log). `parsed` holds copies
+    already read and parsed, by ref (a large sync's read-ahead). A message that cannot be
+    logged is quarantined with its reason; the others are logged, with a fixed number of
+    queries however many there are.
+    """
+    team = mailbox.team
+    records = _thread_records(team, set(replies.values()))
     policy, _ = RetentionPolicy.objects.get_or_create(team=team)
     own_address = mailbox.email_address.lower()
-    ahead: dict[str, tuple[bytes, ParsedMessage]] = context.ahead or {}
-    raws = context.fetch_many(metas, ready={ref: raw for ref, (raw, _parsed) in ahead.items()})
     items: list[tuple[MessageMeta, LogItem]] = []
     for meta in metas:
         raw = raws.get(meta.pk)
         if raw is None:
-            continue  # deleted on the server meanwhile: nothing to log
+            continue
         try:
-            thread = records[matched[meta.ref]]
-            items.append((meta, _log_item(meta, raw, own_address, thread, ahead, policy)))
+            thread = records[replies[meta.ref]]
+            items.append((meta, _log_item(meta, raw, own_address, thread, parsed or {}, policy)))
         except Exception as exc:  # noqa: BLE001 - one message costs only itself
             _quarantine(meta, exc)
     return _log_or_quarantine(team, items)
@@ -223,90 +236,49 @@ def _quarantine(meta: MessageMeta, exc: Exception) -> None:
     quarantine(meta, exc)
 
 
-# What the read-ahead child reads of likely replies: bounded, since a batch waiting in its
-# pipe holds them. Messages of unknown size (Graph lists none) are left to the matcher.
-AHEAD_MESSAGE_BYTES = 1024 * 1024
-AHEAD_BATCH_BYTES = 8 * 1024 * 1024
-# Above this many tracked ids a team's set is not copied into the child.
-AHEAD_TRACKED_IDS = 200_000
+# Above this many tracked ids a team's set is not copied into a sync's read-ahead child.
+CHAINS_TRACKED_IDS = 200_000
 
 
-class RepliesAhead:
-    """What a large sync's read-ahead child does for this matcher (mailboxes/readahead.py):
-    it follows the folder's reply chains as `log_matches` will, without the database the
-    child cannot use, and reads and parses a batch's likely replies on its own connection,
-    so that they are ready when the batch is matched.
+class ReplyChains:
+    """The team's reply chains, followed without the database: what a large sync's
+    read-ahead child (sync/readahead.py), which cannot use the database, uses to tell the
+    likely replies it may read and parse before the batch is matched.
 
     Likely replies answer an id tracked when the sync started, or such a reply. The matcher
-    still decides with the database: it reads any reply the child missed (a thread tracked
-    since), and leaves unused copies.
+    (`find_replies`) still decides with the database.
     """
 
     def __init__(self, tracked_ids: Iterable[str]) -> None:
         self.tracked = dict.fromkeys(tracked_ids, 0)
 
-    def note(self, messages: Sequence[MessageHeaders]) -> dict[str, int]:
-        """Follow the chains through these messages; their likely replies (ref -> 0)."""
+    def follow(self, messages: Sequence[MessageHeaders]) -> set[str]:
+        """Follow the chains through these messages (in order); the refs of likely replies."""
         answers = [(meta, ancestors) for meta in messages if (ancestors := _ancestors(meta))]
-        return _match_replies(answers, self.tracked, set())
-
-    def prepare(
-        self, provider: MailProvider, folder: str, messages: Sequence[MessageHeaders]
-    ) -> dict[str, tuple[bytes, ParsedMessage]]:
-        """The likely replies among `messages`, read and parsed, by ref (bounded)."""
-        likely = self.note(messages)
-        refs, total = [], 0
-        for meta in messages:
-            if meta.ref in likely and 0 < meta.size <= AHEAD_MESSAGE_BYTES:
-                if total + meta.size > AHEAD_BATCH_BYTES:
-                    break
-                refs.append(meta.ref)
-                total += meta.size
-        raws = provider.fetch_many(folder, refs) if refs else {}
-        return {ref: (raw, parse_message(raw)) for ref, raw in raws.items()}
+        return set(_match_replies(answers, self.tracked, set()))
 
 
-def read_ahead(mailbox: Mailbox) -> RepliesAhead | None:
-    """The matcher's read-ahead work for a large sync of the mailbox (see
-    services.ReadAheadWork); None when its team tracks too many ids to copy into the child."""
+def reply_chains(team: Team) -> ReplyChains | None:
+    """The team's reply chains as they are now; None when it tracks too many ids to copy."""
     ids = list(
-        TrackedMessageId.objects.for_team(mailbox.team)
+        TrackedMessageId.objects.for_team(team)
         .order_by()
-        .values_list("message_id", flat=True)[: AHEAD_TRACKED_IDS + 1]
+        .values_list("message_id", flat=True)[: CHAINS_TRACKED_IDS + 1]
     )
-    return RepliesAhead(ids) if len(ids) <= AHEAD_TRACKED_IDS else None
+    return ReplyChains(ids) if len(ids) <= CHAINS_TRACKED_IDS else None
 
 
-log_matches.read_ahead = read_ahead  # type: ignore[attr-defined] # see services.ReadAheadWork
-
-
-def log_backlog(team: Team, message_ids: Iterable[str], max_depth: int = 20) -> int:
-    """Log replies that were synced (as metadata) before their thread was tracked.
-
-    BCC and forward logging, which starts tracking a thread, calls this with its ids; the
-    replies are read from the user's server now (IMAP keeps the mail there). Follows reply
-    chains; returns how many emails were logged.
-    """
-    wanted = {normalize_message_id(i) for i in message_ids} - {""}
-    total = 0
-    for _depth in range(max_depth):
-        if not wanted:
-            break
-        match = Q(in_reply_to__in=wanted)
-        for message_id in wanted:
-            match |= Q(references__contains=message_id)
-        metas = list(
-            MessageMeta.objects.for_team(team)
-            .filter(match)
-            .select_related("folder__mailbox__team")
-            .order_by("received_at", "pk")
-        )
-        logged: list[str] = []
-
-        def collect(context: BatchContext, logged: list[str] = logged) -> None:
-            logged.extend(log_matches(context))
-
-        replay_messages(metas, collect)
-        total += len(logged)
-        wanted = set(logged)
-    return total
+def replies_to(team: Team, message_ids: set[str]) -> list[MessageMeta]:
+    """The team's synced messages that answer any of these ids, oldest first (the backlog a
+    newly tracked thread may have: replies synced before it was tracked)."""
+    if not message_ids:
+        return []
+    match = Q(in_reply_to__in=message_ids)
+    for message_id in message_ids:
+        match |= Q(references__contains=message_id)
+    return list(
+        MessageMeta.objects.for_team(team)
+        .filter(match)
+        .select_related("folder__mailbox__team")
+        .order_by("received_at", "pk")
+    )

@@ -132,7 +132,8 @@ class PreparedBatch:
     refs: list[str]
     rows: MetadataRows
     answers: list[Any]
-    ahead: Any = None  # the callback's read-ahead work (ReadAheadWork)
+    # Likely replies the read-ahead child read and parsed, by ref (sync/readahead.py).
+    ahead: Any = None
 
 
 def answers_among(messages: list[Any]) -> list[Any]:

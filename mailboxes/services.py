@@ -1,16 +1,16 @@
-"""Connecting and syncing mailboxes: the only callers of the providers."""
+"""Connecting mailboxes, and what the rest of the project does through them: reading raw
+copies, sending, the state of a failing or disconnected mailbox. Providers are opened here
+(`open_provider`); the sync engine (sync/) drives them through the same function."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as datetime_time
-from typing import Any, Protocol
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -20,30 +20,22 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from crm_site.emails import send_templated_email
-from teams.models import RetentionPolicy, Team
+from teams.models import Team
 
-from . import readahead
-from .bulk import PreparedBatch, answers_among, insert_metadata, prepare_batch, update_flags
 from .crypto import Secret
-from .leases import LeaseLost, claim_lease, fence_off, hold_lease, release_lease
+from .leases import fence_off
 from .models import Folder, Mailbox, MessageBody, MessageMeta, QuarantinedMessage
 from .providers import get_provider
 from .providers.base import (
     AuthFailed,
-    Batch,
     MailProvider,
-    MessageHeaders,
     PartlySent,
     ProviderConfig,
     ProviderError,
-    SyncCrashed,
     Throttled,
 )
 
 logger = logging.getLogger(__name__)
-
-SYNC_BATCH_SIZE = 2000
-
 
 # A connection check runs inside a web request: a server that does not answer must not hold
 # the worker for the whole CRM_MAIL_TIMEOUT (syncs, in the task worker, keep that).
@@ -215,185 +207,6 @@ def connect_mailbox(
     return mailbox
 
 
-@dataclass
-class BatchContext:
-    """What the per-batch callback (the matcher) gets.
-
-    `messages` are headers of the batch's new messages that answer another (a provider's
-    MessageMeta during a sync, the saved rows on a replay): enough to decide what to log,
-    and the only ones that can be replies. `stored` gives the saved rows of
-    the chosen ones, and `fetch_many` their raw copies by pk, in as few round trips as
-    their sizes allow, cached for SPEC R3 (messages gone from the server are missing).
-    """
-
-    mailbox: Mailbox
-    folder: Folder
-    messages: Sequence[MessageHeaders]
-    provider: MailProvider
-    ahead: Any = None  # what the callback's read-ahead work gave for this batch (OnBatch)
-
-    def stored(self, refs: list[str]) -> list[MessageMeta]:
-        """The saved rows of these messages of the folder, in the order of `refs`.
-
-        A sync writes its rows without making model instances (there can be 100,000s); the
-        few the callback needs are read back here, in one query.
-        """
-        rows = {m.ref: m for m in self.messages if isinstance(m, MessageMeta)}
-        missing = [ref for ref in refs if ref not in rows]
-        if missing:
-            rows.update((m.ref, m) for m in self.folder.messages.filter(ref__in=missing))
-        return [rows[ref] for ref in refs if ref in rows]
-
-    def fetch_many(
-        self, metas: list[MessageMeta], ready: dict[str, bytes] | None = None
-    ) -> dict[int, bytes]:
-        return fetch_bodies(metas, self.provider, ready)
-
-
-OnBatch = Callable[[BatchContext], object]
-
-
-class ReadAheadWork(Protocol):
-    """What a callback may have a large sync's read-ahead child do for it: an OnBatch can
-    offer it as `read_ahead(mailbox) -> ReadAheadWork | None`. The child shows it each
-    batch's messages that answer another, in order; what `prepare` gives for a batch is
-    that batch's BatchContext.ahead (None for the batches it only `note`s)."""
-
-    def note(self, messages: Sequence[MessageHeaders]) -> object:
-        """See these messages without preparing anything (the reader is waiting)."""
-        ...
-
-    def prepare(
-        self, provider: MailProvider, folder: str, messages: Sequence[MessageHeaders]
-    ) -> object:
-        """Prepare what the callback will want of these messages, reading with `provider`."""
-        ...
-
-
-@dataclass
-class SyncResult:
-    new_messages: int = 0
-    error: str = ""
-    already_syncing: bool = False  # another sync held the lease: this one did nothing
-
-    def summary(self, counted: str = "new message(s)") -> str:
-        if self.already_syncing:
-            return "already syncing"
-        if self.error:
-            return f"error: {self.error}"
-        return f"{self.new_messages} {counted}"
-
-
-def sync_mailbox(
-    mailbox_id: int, *, on_batch: OnBatch | None = None, limit: int = SYNC_BATCH_SIZE
-) -> SyncResult:
-    """Read new metadata of every synced folder in batches; each batch, its matcher work and
-    its checkpoint commit together, so an interrupted sync resumes without loss or duplicates.
-
-    One sync per mailbox: it runs under the mailbox's lease (leases.py), and a sync that
-    finds the lease held ends at once (`already_syncing`). Failures, provider errors and
-    unexpected exceptions alike, are recorded on the mailbox (last_error, retried with
-    backoff) and returned, not raised.
-    """
-    mailbox = Mailbox.objects.select_related("team").get(pk=mailbox_id)
-    result = SyncResult()
-    if mailbox.state != Mailbox.State.CONNECTED:
-        result.error = "mailbox is disconnected"
-        return result
-    epoch = claim_lease(mailbox.pk)
-    if epoch is None:
-        result.already_syncing = True
-        return result
-    policy, _ = RetentionPolicy.objects.get_or_create(team=mailbox.team)
-    since = (timezone.now() - timedelta(days=policy.metadata_days)).date()
-    try:
-        with open_provider(mailbox) as provider:
-            if on_batch is not None:
-                _retry_quarantined(mailbox, provider, on_batch, epoch)
-            for folder in mailbox.folders.all():
-                batches = _batches(mailbox, provider, folder, limit, since, on_batch)
-                with closing(batches):
-                    for read_from, batch, prepared in batches:
-                        result.new_messages += _apply_batch(
-                            mailbox, folder, batch, provider, on_batch, read_from, prepared,
-                            epoch=epoch,
-                        )  # fmt: skip
-            checked = mailbox.drift_checked_at
-            if checked is None:
-                drift = ""  # a first reading (or a resync's) just stored the whole window
-            elif timezone.now() - checked >= DRIFT_CHECK_INTERVAL:
-                drift = check_drift(mailbox, provider, since)
-            else:
-                drift = None
-        with transaction.atomic():
-            # Under the lease: a resync meanwhile (its own drift check to come) or a newer
-            # sync's failure must not be overwritten by this one's success.
-            hold_lease(mailbox.pk, epoch)
-            checked = {} if drift is None else {"drift": drift, "drift_checked_at": timezone.now()}
-            Mailbox.objects.filter(pk=mailbox.pk).update(
-                **checked,
-                last_synced_at=timezone.now(),
-                last_error="",
-                failures=0,
-                failing_since=None,
-                retry_at=None,
-            )
-    except LeaseLost as exc:
-        # Another sync (or a resync) owns the mailbox now; what this one wrote stays valid.
-        logger.warning("%s; this sync stops", exc)
-        result.error = "another sync took over"
-        return result
-    except ProviderError as exc:
-        result.error = exc.message
-        logger.warning("sync of mailbox %s failed: %s", mailbox.pk, exc.cause)
-        record_failure(mailbox, exc)
-        return result
-    except Exception as exc:
-        # A bug or a database failure: visible on the mailbox page, retried like a server
-        # failure, never a silent "Connected".
-        logger.exception("sync of mailbox %s failed unexpectedly", mailbox.pk)
-        failure = SyncCrashed(
-            f"The sync stopped on an unexpected error ({type(exc).__name__}: {exc}); it is "
-            "retried automatically. If it keeps failing, tell your administrator."[:2000]
-        )
-        result.error = failure.message
-        record_failure(mailbox, failure)
-        return result
-    finally:
-        release_lease(mailbox.pk, epoch)
-    return result
-
-
-# Syncs check for drift at most this often (not the first reading, which just stored the
-# window): counting a large folder costs the server and the database more than an idle sync.
-DRIFT_CHECK_INTERVAL = timedelta(hours=1)
-
-
-def check_drift(mailbox: Mailbox, provider: MailProvider, since: date) -> str:
-    """After a sync: the folders where the server has more messages in the synced window than
-    Threadline stored, in plain words with the numbers ("" when none).
-
-    The server counts messages by the date of its own time zone and we store times in UTC:
-    it counts from a day after the window's start, we count from its start, so a mailbox in
-    step never looks short. Rows of messages deleted on the server since can hide a gap
-    smaller than them; a gap seen is real.
-    """
-    start = since + timedelta(days=1)
-    stored_from = datetime.combine(since, datetime_time.min, tzinfo=UTC)
-    gaps = []
-    for folder in mailbox.folders.all():
-        on_server = provider.count_since(folder.name, start)
-        if on_server is None:
-            continue
-        stored = folder.messages.filter(received_at__gte=stored_from).count()
-        if on_server > stored:
-            gaps.append(
-                f"{folder.name}: the server has {on_server} messages since "
-                f"{start:%d %b %Y}, Threadline has {stored}"
-            )
-    return "; ".join(gaps)
-
-
 def quarantine(meta: MessageMeta, exc: BaseException) -> None:
     """Set a synced message that could not be logged aside, with the reason (the caller, the
     matcher, goes on with the rest of its batch). Failing again counts one more attempt."""
@@ -416,41 +229,12 @@ def quarantine(meta: MessageMeta, exc: BaseException) -> None:
         )
 
 
-def _retry_quarantined(
-    mailbox: Mailbox, provider: MailProvider, on_batch: OnBatch, epoch: int
-) -> None:
-    """Give the mailbox's quarantined messages another try through the matcher, folder by
-    folder and under the lease, until they have failed MAX_ATTEMPTS times. Those logged (or
-    no longer to log) leave the quarantine; those whose metadata is gone too."""
-    waiting = list(
-        mailbox.quarantined.filter(attempts__lt=QuarantinedMessage.MAX_ATTEMPTS).select_related(
-            "folder"
-        )
-    )
-    by_folder: dict[int, list[QuarantinedMessage]] = {}
-    for row in waiting:
-        by_folder.setdefault(row.folder_id, []).append(row)
-    for rows in by_folder.values():
-        folder = rows[0].folder
-        started = timezone.now()
-        metas = list(folder.messages.filter(ref__in=[row.ref for row in rows]))
-        with transaction.atomic():
-            hold_lease(mailbox.pk, epoch)
-            if metas:
-                on_batch(
-                    BatchContext(mailbox=mailbox, folder=folder, messages=metas, provider=provider)
-                )
-            # Not failed again just now: logged, or nothing to log any more.
-            folder.quarantined.filter(
-                ref__in=[row.ref for row in rows], failed_at__lt=started
-            ).delete()
-
-
 # The longest wait between retries of a failing server.
 MAX_RETRY_DELAY = timedelta(hours=4)
 
 
-SYNC_TASK = "mailboxes.tasks.sync_mailbox_task"
+# The sync engine's task (sync/tasks.py), queued by name: the engine imports this app.
+SYNC_TASK = "sync.tasks.sync_mailbox_task"
 
 
 def queue_sync(mailbox_id: int) -> bool:
@@ -546,110 +330,6 @@ def notify_disconnected(mailbox_id: int) -> None:
         )
 
 
-def _batches(
-    mailbox: Mailbox,
-    provider: MailProvider,
-    folder: Folder,
-    limit: int,
-    since: date,
-    on_batch: OnBatch | None,
-) -> Iterator[tuple[str, Batch, PreparedBatch | None]]:
-    """A folder's batches, each with the cursor it was read from and, when it was prepared
-    ahead, what is written of it.
-
-    The first is read here. When more than another batch's worth remains (an initial sync,
-    a large backlog), a child process starts reading the rest before this one writes the
-    first, and prepares each (readahead.py), with the callback's `read_ahead` work if it
-    offers some; otherwise they are read here too.
-    """
-    cursor = folder.cursor
-    batch = provider.changes(folder.name, cursor or None, limit, since)
-    if batch.remaining > limit and readahead.can_fork():
-        read_ahead = getattr(on_batch, "read_ahead", None)
-        ahead: ReadAheadWork | None = read_ahead(mailbox) if read_ahead else None
-        if ahead is not None:
-            ahead.note(answers_among(batch.messages))  # the child starts from what this one read
-
-        def prepare(read: Batch, child_provider: MailProvider, busy: bool) -> PreparedBatch | None:
-            if not busy:
-                if ahead is not None:
-                    ahead.note(answers_among(read.messages))
-                return None
-            prepared = prepare_batch(mailbox, folder, read.messages)
-            if ahead is not None and prepared.answers:
-                prepared.ahead = ahead.prepare(child_provider, folder.name, prepared.answers)
-            return prepared
-
-        with readahead.ReadAhead(
-            mailbox.kind, provider_config(mailbox), folder.name, batch.cursor, limit, since,
-            on_credentials=lambda updated: save_credentials(mailbox, updated), prepare=prepare,
-        ) as rest:  # fmt: skip
-            yield cursor, batch, None
-            for following, prepared in rest:
-                yield batch.cursor, following, prepared
-                batch = following
-        return
-    yield cursor, batch, None
-    while not batch.done:
-        cursor = batch.cursor
-        batch = provider.changes(folder.name, cursor, limit, since)
-        yield cursor, batch, None
-
-
-@transaction.atomic
-def _apply_batch(
-    mailbox: Mailbox,
-    folder: Folder,
-    batch: Batch,
-    provider: MailProvider,
-    on_batch: OnBatch | None,
-    read_from: str,
-    prepared: PreparedBatch | None = None,
-    *,
-    epoch: int,
-) -> int:
-    """Store one batch, run the matcher on it and move the folder's checkpoint, in one
-    transaction, only while `epoch` holds the mailbox's lease (else LeaseLost, nothing
-    written)."""
-    hold_lease(mailbox.pk, epoch)
-    folder = Folder.objects.select_for_update().get(pk=folder.pk)
-    if prepared is None:
-        prepared = prepare_batch(mailbox, folder, batch.messages)
-    rows, answers = prepared.rows, prepared.answers
-    if batch.reset:
-        # UIDVALIDITY changed: the old UIDs mean nothing now. Timeline engagements stay;
-        # re-read messages are recognised by Message-ID and not logged twice.
-        folder.messages.all().delete()
-        folder.synced_count = 0
-    existing: set[str] = set()
-    if folder.cursor != read_from and not batch.reset:
-        # Another sync moved the checkpoint since this batch was read: skip what it stored.
-        # (Otherwise none can exist: rows and checkpoint commit together.)
-        existing = set(folder.messages.filter(ref__in=prepared.refs).values_list("ref", flat=True))
-        rows = [row for ref, row in zip(prepared.refs, rows, strict=True) if ref not in existing]
-        answers = [meta for meta in answers if meta.ref not in existing]
-    new = len(prepared.refs) - len(existing)
-    insert_metadata(rows)
-    update_flags(folder, batch.flag_updates)
-    if on_batch and new:
-        on_batch(
-            BatchContext(
-                mailbox=mailbox,
-                folder=folder,
-                messages=answers,
-                provider=provider,
-                ahead=prepared.ahead,
-            )
-        )
-    # The row is locked (select_for_update), so plain arithmetic is safe.
-    folder.cursor = batch.cursor
-    folder.synced_count += new
-    folder.total_count = folder.synced_count + batch.remaining
-    folder.last_synced_at = timezone.now()
-    folder.save(update_fields=["cursor", "synced_count", "total_count", "last_synced_at"])
-    return new
-
-
 # Raw messages read per FETCH when several are needed: bounds memory for large mail.
 FETCH_MANY_BYTES = 20 * 1024 * 1024
 
@@ -707,30 +387,6 @@ def delete_mailbox(*, mailbox: Mailbox) -> None:
     """Forget a mailbox, its credentials, metadata and cached bodies; timelines keep their
     engagements (caller has checked the user owns it)."""
     mailbox.delete()
-
-
-def replay_messages(messages: list[MessageMeta], on_batch: OnBatch) -> None:
-    """Run the batch callback again over messages already synced, folder by folder, with a
-    connection to read them (for threads tracked after their replies arrived).
-
-    A provider failure is recorded on its mailbox (SPEC D1, as for a sync) and the other
-    mailboxes go on.
-    """
-    by_folder: dict[int, list[MessageMeta]] = {}
-    for meta in messages:
-        by_folder.setdefault(meta.folder_id, []).append(meta)
-    for items in by_folder.values():
-        folder = items[0].folder
-        mailbox = folder.mailbox
-        if mailbox.state != Mailbox.State.CONNECTED:
-            continue
-        try:
-            with open_provider(mailbox) as provider, transaction.atomic():
-                on_batch(
-                    BatchContext(mailbox=mailbox, folder=folder, messages=items, provider=provider)
-                )
-        except ProviderError as exc:
-            record_failure(mailbox, exc)  # the same causes as a sync: revoked access disconnects
 
 
 def send_message(

@@ -49,7 +49,7 @@ class MessageMeta(NamedTuple):
     """Header metadata of one message in one folder (SPEC R4: never a body).
 
     A named tuple rather than a dataclass: a large sync makes 100,000s of them and sends
-    them between processes (readahead.py), and tuples are built and pickled several times
+    them between processes (sync/readahead.py), and tuples are built and pickled several times
     faster.
     """
 

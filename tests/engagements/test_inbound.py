@@ -6,9 +6,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from engagements.matching import log_matches
 from engagements.models import EmailEngagement, TrackedMessageId
-from mailboxes.services import sync_mailbox
+from sync.services import sync_mailbox
 from tests.factories import CompanyFactory, ContactEmailFactory, ContactFactory
 from tests.mailboxes.helpers import build_email
 
@@ -47,7 +46,7 @@ def test_bcc_is_logged_on_the_recipients_records_and_its_replies_follow(
     account[2].deliver(
         build_email(message_id="ada-answer@example.com", in_reply_to="bcc-1@mail.example")
     )
-    sync_mailbox(connected.pk, on_batch=log_matches)
+    sync_mailbox(connected.pk)
     answer = EmailEngagement.objects.get(message_id="ada-answer@example.com")
     assert answer.thread_id == logged.thread_id
 
@@ -56,7 +55,7 @@ def test_replies_synced_before_the_bcc_are_logged_then(
     inbound, team, owner, ada, connected, account
 ):
     account[2].deliver(build_email(message_id="early@example.com", in_reply_to="bcc-2@mail.ex"))
-    sync_mailbox(connected.pk, on_batch=log_matches)
+    sync_mailbox(connected.pk)
     assert not EmailEngagement.objects.filter(message_id="early@example.com").exists()
 
     raw = build_email(sender=owner.email, to="ada@example.com", message_id="bcc-2@mail.ex")

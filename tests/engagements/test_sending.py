@@ -4,14 +4,14 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from engagements.matching import log_matches
 from engagements.models import EmailEngagement, OutgoingEmail, TrackedMessageId
 from engagements.sending import Draft, SendError, queue_email, retry_email, send_outgoing
 from engagements.services import Address
 from mailboxes.models import Mailbox
 from mailboxes.parsing import ParsedAttachment
 from mailboxes.providers import get_provider
-from mailboxes.services import provider_config, sync_mailbox
+from mailboxes.services import provider_config
+from sync.services import sync_mailbox
 from tests.factories import ContactEmailFactory, ContactFactory
 from tests.mailboxes.helpers import UserMailbox, build_email, connect_imap
 
@@ -90,7 +90,7 @@ def test_the_sent_copy_is_filed_once_and_not_logged_again(
     assert len(copies) == 1
     assert b"\\Seen" in next(iter(copies.values()))[b"FLAGS"]
 
-    result = sync_mailbox(connected.pk, on_batch=log_matches)
+    result = sync_mailbox(connected.pk)
 
     assert result.error == ""
     assert EmailEngagement.objects.filter(message_id=engagement.message_id).count() == 1
@@ -202,7 +202,7 @@ def test_end_to_end_send_then_the_reply_is_logged_in_the_same_thread(
         )
     )
 
-    sync_mailbox(connected.pk, on_batch=log_matches)
+    sync_mailbox(connected.pk)
 
     answer = EmailEngagement.objects.get(message_id="ada-answer@example.com")
     assert answer.thread_id == sent.thread_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -11,9 +12,10 @@ from email.utils import format_datetime, make_msgid
 from django.utils import timezone
 from imapclient import IMAPClient
 
-from engagements.matching import log_matches
 from engagements.services import Address, EmailData, log_email
-from mailboxes.services import connect_mailbox, sync_mailbox
+from mailboxes.services import connect_mailbox
+from sync.services import sync_mailbox
+from sync.signals import batch_stored
 from tests.factories import CompanyFactory, ContactEmailFactory, ContactFactory, DealFactory
 
 SENT_ID = "sent-1@threadline.test"  # the tracked email of the `tracked` fixture
@@ -150,9 +152,20 @@ def connect_oauth(fake, kind, team, owner):
     )  # fmt: skip
 
 
+@contextmanager
+def when_a_batch_is_stored(receiver):
+    """Run `receiver` in every batch a sync stores, inside its transaction (sync.signals):
+    a test's way to stop or observe a sync at a chosen batch."""
+    batch_stored.connect(receiver, dispatch_uid="test")
+    try:
+        yield
+    finally:
+        batch_stored.disconnect(dispatch_uid="test")
+
+
 def sync(mailbox, **kwargs):
     """Sync with the real matcher; `mailbox` is refreshed (state, checkpoints, credentials)."""
-    result = sync_mailbox(mailbox.pk, on_batch=log_matches, **kwargs)
+    result = sync_mailbox(mailbox.pk, **kwargs)
     mailbox.refresh_from_db()
     return result
 

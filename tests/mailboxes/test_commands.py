@@ -44,7 +44,7 @@ def test_setup_schedules_is_idempotent(settings):
 
     schedules = {s.name: (s.func, s.minutes) for s in Schedule.objects.all()}
     assert schedules == {
-        "sync-mailboxes": ("mailboxes.tasks.sync_all_mailboxes_task", 3),
+        "sync-mailboxes": ("sync.tasks.sync_all_mailboxes_task", 3),
         "retention-purge": ("engagements.tasks.purge_task", 24 * 60),
         "reconcile-outbox": ("engagements.tasks.reconcile_outbox_task", 5),
     }
@@ -58,11 +58,11 @@ def test_migrate_creates_the_schedules(settings):
 
     schedules = {s.name: (s.func, s.minutes) for s in Schedule.objects.all()}
     assert schedules["retention-purge"] == ("engagements.tasks.purge_task", 7)
-    assert schedules["sync-mailboxes"][0] == "mailboxes.tasks.sync_all_mailboxes_task"
+    assert schedules["sync-mailboxes"][0] == "sync.tasks.sync_all_mailboxes_task"
 
 
 def test_scheduled_task_syncs_every_connected_mailbox(connected, tracked, account):
-    from mailboxes.tasks import sync_all_mailboxes_task
+    from sync.tasks import sync_all_mailboxes_task
 
     account[2].deliver(reply(1))
 

@@ -6,14 +6,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from engagements.matching import log_matches
 from engagements.models import EmailEngagement
 from engagements.sending import Draft, queue_email
 from engagements.services import Address
 from mailboxes.crypto import Secret
 from mailboxes.models import Mailbox, MessageBody, MessageMeta
-from mailboxes.services import sync_mailbox
-from tests.mailboxes.helpers import build_email, reply, sync, track_proposal
+from sync.services import sync_mailbox
+from tests.mailboxes.helpers import build_email, reply, sync, track_proposal, when_a_batch_is_stored
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -142,14 +141,13 @@ def test_an_interrupted_first_sync_resumes_after_the_last_message_read(gmail, go
         google.add_message(reply(20 + n), when=1_800_000_000 + n)  # oldest first: 20, 21, ...
     calls = []
 
-    def stop_after_first_batch(context):
-        calls.append([m.message_id for m in context.messages])
+    def stop_after_first_batch(logged, **batch):
+        calls.append(logged)
         if len(calls) == 2:
             raise KeyboardInterrupt("killed")
-        log_matches(context)
 
-    with pytest.raises(KeyboardInterrupt):
-        sync_mailbox(gmail.pk, on_batch=stop_after_first_batch, limit=2)
+    with when_a_batch_is_stored(stop_after_first_batch), pytest.raises(KeyboardInterrupt):
+        sync_mailbox(gmail.pk, limit=2)
     resumed = sync(gmail, limit=2)
 
     assert calls[0] == ["reply-20@example.com", "reply-21@example.com"]

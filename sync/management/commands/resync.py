@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mailboxes.models import Mailbox
 from mailboxes.services import reset_sync_state
-from mailboxes.tasks import run_sync
+from sync.services import sync_mailbox
 
 
 class Command(BaseCommand):
@@ -27,6 +27,6 @@ class Command(BaseCommand):
             raise CommandError(f"No mailbox with id {', '.join(map(str, missing))}.")
         for mailbox_id in ids:
             reset_sync_state(mailboxes[mailbox_id])
-            result = run_sync(mailbox_id)
+            result = sync_mailbox(mailbox_id)
             status = result.summary("read")
             self.stdout.write(f"mailbox {mailbox_id} resynced: {status}")

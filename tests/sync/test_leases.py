@@ -8,12 +8,12 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from engagements.matching import log_matches
 from engagements.models import EmailEngagement
 from mailboxes.leases import LEASE_DURATION, LeaseLost, claim_lease, fence_off, hold_lease
 from mailboxes.models import Folder, Mailbox, MessageMeta
-from mailboxes.services import reset_sync_state, sync_mailbox
-from tests.mailboxes.helpers import SENT_ID, build_email, reply, sync
+from mailboxes.services import reset_sync_state
+from sync.services import sync_mailbox
+from tests.mailboxes.helpers import SENT_ID, build_email, reply, sync, when_a_batch_is_stored
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,15 +50,13 @@ def test_a_sync_that_lost_its_lease_stops_before_its_next_batch(connected, track
         account[2].deliver(reply(n))
     batches = []
 
-    def another_sync_takes_over_after_the_first_batch(context):
-        batches.append(len(context.messages))
-        log_matches(context)
+    def another_sync_takes_over_after_the_first_batch(new_messages, **batch):
+        batches.append(new_messages)
         if len(batches) == 1:
             fence_off(connected.pk)  # its lease expired while it was paused; someone took it
 
-    result = sync_mailbox(
-        connected.pk, on_batch=another_sync_takes_over_after_the_first_batch, limit=1
-    )
+    with when_a_batch_is_stored(another_sync_takes_over_after_the_first_batch):
+        result = sync_mailbox(connected.pk, limit=1)
 
     inbox = Folder.objects.get(mailbox=connected, role=Folder.Role.INBOX)
     assert result.error == "another sync took over"
@@ -81,13 +79,13 @@ def test_resync_during_a_sync_duplicates_nothing(connected, tracked, account):
         account[2].deliver(reply(n))
     seen = []
 
-    def resync_meanwhile(context):
-        seen.append(context)
-        log_matches(context)
+    def resync_meanwhile(folder, **batch):
+        seen.append(folder)
         if len(seen) == 1:  # another process resyncs as soon as this batch is committed
             transaction.on_commit(lambda: reset_sync_state(connected))
 
-    first = sync_mailbox(connected.pk, on_batch=resync_meanwhile, limit=1)
+    with when_a_batch_is_stored(resync_meanwhile):
+        first = sync_mailbox(connected.pk, limit=1)
     second = sync(connected)
 
     assert first.error == "another sync took over"
@@ -100,20 +98,21 @@ def test_an_unexpected_error_is_recorded_and_retried_not_hidden(
 ):
     account[2].deliver(reply(1))
 
-    def broken_matcher(context):
-        raise RuntimeError("matcher bug")
+    def broken_receiver(**batch):
+        raise RuntimeError("receiver bug")
 
-    result = sync_mailbox(connected.pk, on_batch=broken_matcher)
+    with when_a_batch_is_stored(broken_receiver):
+        result = sync_mailbox(connected.pk)
 
     connected.refresh_from_db()
-    assert "RuntimeError: matcher bug" in result.error
-    assert "RuntimeError: matcher bug" in connected.last_error
+    assert "RuntimeError: receiver bug" in result.error
+    assert "RuntimeError: receiver bug" in connected.last_error
     assert connected.retry_at is not None and connected.failures == 1
     assert not connected.is_syncing  # the lease went back
     assert MessageMeta.objects.count() == 0  # the batch rolled back whole
     page = client_for(owner).get(reverse("mailboxes:mailbox_detail", args=[connected.pk]))
     assert "last sync failed" in page.content.decode()
-    assert "RuntimeError: matcher bug" in page.content.decode()
+    assert "RuntimeError: receiver bug" in page.content.decode()
 
 
 def test_sync_now_during_a_sync_says_so_and_queues_nothing(connected, client_for, owner):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from engagements.schedules import setup_schedules
+from sync.schedules import setup_schedules
 
 
 class Command(BaseCommand):

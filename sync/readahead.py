@@ -21,22 +21,32 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .providers import get_provider
-from .providers.base import (
+from mailboxes.parsing import ParsedMessage, parse_message
+from mailboxes.providers import get_provider
+from mailboxes.providers.base import (
     Batch,
     MailProvider,
+    MessageHeaders,
     ProviderConfig,
     ProviderError,
     ServerUnavailable,
 )
 
+if TYPE_CHECKING:  # the module loads without Django's app registry (a test runs it so)
+    from engagements.matching import ReplyChains
+
 # Batches waiting in the pipe: bounds memory when the writer is the slower side.
 QUEUE_BATCHES = 2
 POLL_SECONDS = 0.5
+
+# What the child reads of a batch's likely replies: bounded, since a batch waiting in the
+# pipe holds them. Messages of unknown size (Graph lists none) are left to the matcher.
+AHEAD_MESSAGE_BYTES = 1024 * 1024
+AHEAD_BATCH_BYTES = 8 * 1024 * 1024
 
 
 def can_fork() -> bool:
@@ -195,3 +205,22 @@ class ReadAhead:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def read_likely_replies(
+    chains: ReplyChains, provider: MailProvider, folder: str, messages: Sequence[MessageHeaders]
+) -> dict[str, tuple[bytes, ParsedMessage]]:
+    """In the child: the likely replies among a batch's `messages` (those that answer
+    another), read and parsed, by ref, so that they are ready when the batch is matched. The
+    matcher still decides with the database: it reads any reply missed here (a thread
+    tracked since), and leaves unused copies."""
+    likely = chains.follow(messages)
+    refs, total = [], 0
+    for meta in messages:
+        if meta.ref in likely and 0 < meta.size <= AHEAD_MESSAGE_BYTES:
+            if total + meta.size > AHEAD_BATCH_BYTES:
+                break
+            refs.append(meta.ref)
+            total += meta.size
+    raws = provider.fetch_many(folder, refs) if refs else {}
+    return {ref: (raw, parse_message(raw)) for ref, raw in raws.items()}

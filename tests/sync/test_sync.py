@@ -6,22 +6,27 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from engagements.matching import log_matches
+from engagements.matching import reply_chains
 from engagements.models import Attachment, EmailEngagement, TrackedMessageId
 from engagements.services import Address, EmailData, log_email
 from mailboxes.bulk import prepare_batch
 from mailboxes.leases import claim_lease
 from mailboxes.models import Folder, MessageBody, MessageMeta
 from mailboxes.parsing import parse_headers
-from mailboxes.services import (
-    _apply_batch,
-    connect_mailbox,
-    open_provider,
-    reset_sync_state,
-    sync_mailbox,
-)
+from mailboxes.services import connect_mailbox, open_provider, reset_sync_state
+from sync import readahead
+from sync.services import _apply_batch, log_backlog, sync_mailbox
 from tests.factories import ContactFactory
-from tests.mailboxes.helpers import SENT_ID, UserMailbox, build_email, connect_imap, reply, sync
+from tests.mailboxes.helpers import (
+    SENT_ID,
+    UserMailbox,
+    build_email,
+    connect_imap,
+    reply,
+    sync,
+    track_proposal,
+    when_a_batch_is_stored,
+)
 from tests.mailboxes.test_parsing import CORPUS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -133,14 +138,13 @@ def test_a_batch_another_sync_stored_meanwhile_is_not_stored_twice(
     else:
         batches = []
 
-        def stop_in_the_second_batch(context):
-            batches.append(context)
+        def stop_in_the_second_batch(folder, **batch):
+            batches.append(folder)
             if len(batches) == 2:
                 raise KeyboardInterrupt("stopped")
-            log_matches(context)
 
-        with pytest.raises(KeyboardInterrupt):
-            sync_mailbox(connected.pk, on_batch=stop_in_the_second_batch, limit=1)
+        with when_a_batch_is_stored(stop_in_the_second_batch), pytest.raises(KeyboardInterrupt):
+            sync_mailbox(connected.pk, limit=1)
     assert folder.messages.count() == stored_meanwhile
 
     with open_provider(connected) as provider:
@@ -148,9 +152,7 @@ def test_a_batch_another_sync_stored_meanwhile_is_not_stored_twice(
         prepared = prepare_batch(connected, folder, stale.messages)
         bare = dataclasses.replace(stale, messages=[])
         epoch = claim_lease(connected.pk)
-        added = _apply_batch(
-            connected, folder, bare, provider, log_matches, "", prepared, epoch=epoch
-        )
+        added = _apply_batch(connected, folder, bare, provider, "", prepared, epoch=epoch)
 
     assert added == 3 - stored_meanwhile
     assert folder.messages.count() == 3
@@ -174,14 +176,13 @@ def test_interrupted_sync_resumes_without_loss_or_duplicates(connected, tracked,
         account[2].deliver(reply(n))
     calls = []
 
-    def crash_on_second_batch(context):
-        calls.append(len(context.messages))
+    def crash_on_second_batch(new_messages, **batch):
+        calls.append(new_messages)
         if len(calls) == 2:
             raise KeyboardInterrupt("killed")
-        log_matches(context)
 
-    with pytest.raises(KeyboardInterrupt):
-        sync_mailbox(connected.pk, on_batch=crash_on_second_batch, limit=2)
+    with when_a_batch_is_stored(crash_on_second_batch), pytest.raises(KeyboardInterrupt):
+        sync_mailbox(connected.pk, limit=2)
     after_crash = EmailEngagement.objects.exclude(message_id=SENT_ID).count()
     sync(connected, limit=2)
 
@@ -197,11 +198,12 @@ def test_progress_counts_follow_the_batches(connected, tracked, account):
         account[2].deliver(build_email(subject=f"m{n}"))
     seen = []
 
-    def record(context):
-        folder = Folder.objects.get(pk=context.folder.pk)
+    def record(folder, **batch):
+        folder = Folder.objects.get(pk=folder.pk)
         seen.append((folder.synced_count, folder.total_count))
 
-    sync_mailbox(connected.pk, on_batch=record, limit=2)
+    with when_a_batch_is_stored(record):
+        sync_mailbox(connected.pk, limit=2)
 
     inbox = connected.folders.get(role="inbox")
     assert seen == [(0, 0), (2, 5), (4, 5)]
@@ -322,11 +324,11 @@ def test_server_vanishing_mid_sync_is_recorded_and_resumed(
         client.close()
         mailbox = connect_imap(server, smtp_server, user, password, team, owner)
 
-        def stop_after_first_batch(context):
-            log_matches(context)
+        def stop_after_first_batch(**batch):
             server.stop()
 
-        failed = sync_mailbox(mailbox.pk, on_batch=stop_after_first_batch, limit=2)
+        with when_a_batch_is_stored(stop_after_first_batch):
+            failed = sync_mailbox(mailbox.pk, limit=2)
         logged_before_restart = EmailEngagement.objects.exclude(message_id=SENT_ID).count()
         server.start()
         resumed = sync(mailbox, limit=2)
@@ -340,8 +342,6 @@ def test_server_vanishing_mid_sync_is_recorded_and_resumed(
 def test_thread_tracked_after_its_replies_arrived_is_filled_from_the_server(
     connected, account, team
 ):
-    from engagements.matching import log_backlog
-
     contact = ContactFactory(team=team)
     early = build_email(message_id="early@example.com", in_reply_to="old@threadline.test")
     later = build_email(
@@ -439,25 +439,25 @@ def test_every_corpus_message_is_stored_or_quarantined_and_none_breaks_the_sync(
     assert EmailEngagement.objects.filter(source="sync").count() == expected
 
 
-def test_reply_deleted_on_the_server_before_it_is_read_is_skipped(connected, tracked, account):
-    from mailboxes.services import BatchContext
-
+def test_reply_deleted_on_the_server_before_it_is_read_is_skipped(connected, account, team):
     account[2].deliver(reply(1))
     account[2].deliver(reply(2))
+    sync(connected)  # no thread tracked yet: metadata only
+    gone = MessageMeta.objects.get(message_id="reply-1@example.com")
+    other = account[2].client
+    other.select_folder("INBOX")
+    other.delete_messages([int(gone.ref)])
+    other.expunge()
+    track_proposal(team, connected)  # now both are replies to log, one of them gone
 
-    def delete_first_then_match(context: BatchContext):
-        other = account[2].client
-        other.select_folder("INBOX")
-        other.delete_messages([int(context.messages[0].ref)])
-        other.expunge()
-        log_matches(context)
+    logged = log_backlog(team, [SENT_ID])
 
-    result = sync_mailbox(connected.pk, on_batch=delete_first_then_match)
-
-    assert result.error == ""
+    assert logged == 1
     assert set(EmailEngagement.objects.values_list("message_id", flat=True)) == {
         SENT_ID, "reply-2@example.com",
     }  # fmt: skip
+    connected.refresh_from_db()
+    assert connected.last_error == ""
 
 
 def test_a_reply_listed_before_its_parent_in_a_batch_is_logged(connected, tracked, account):
@@ -484,8 +484,6 @@ def _two_batches(connected):
 def test_the_read_ahead_work_follows_reply_chains_and_reads_the_replies(
     connected, tracked, account
 ):
-    from engagements.matching import read_ahead
-
     account[2].deliver(reply(1))  # answers the tracked email
     account[2].deliver(build_email(subject="other", message_id="other@example.com"))
     # Answers reply-1 only (no References to the tracked email): a chain across batches.
@@ -494,11 +492,11 @@ def test_the_read_ahead_work_follows_reply_chains_and_reads_the_replies(
     )
     account[2].deliver(build_email(message_id="unrelated@example.com", in_reply_to="x@y.z"))
     first, second = _two_batches(connected)
-    ahead = read_ahead(connected)
+    chains = reply_chains(connected.team)
 
-    ahead.note(first.messages)
+    chains.follow(first.messages)
     with open_provider(connected) as provider:
-        prepared = ahead.prepare(provider, "INBOX", second.messages)
+        prepared = readahead.read_likely_replies(chains, provider, "INBOX", second.messages)
 
     assert list(prepared) == [second.messages[0].ref]
     raw, parsed = prepared[second.messages[0].ref]
@@ -509,22 +507,26 @@ def test_the_read_ahead_work_follows_reply_chains_and_reads_the_replies(
 def test_the_read_ahead_work_is_bounded(connected, tracked, account, monkeypatch):
     from engagements import matching
 
+    def read(provider, messages):
+        chains = matching.reply_chains(connected.team)
+        return readahead.read_likely_replies(chains, provider, "INBOX", messages)
+
     account[2].deliver(reply(1))
     account[2].deliver(reply(2))
     first, _second = _two_batches(connected)
 
     unknown_size = [meta._replace(size=0) for meta in first.messages]  # as Graph lists them
     with open_provider(connected) as provider:
-        within = matching.read_ahead(connected).prepare(provider, "INBOX", first.messages)
-        unknown = matching.read_ahead(connected).prepare(provider, "INBOX", unknown_size)
-        monkeypatch.setattr(matching, "AHEAD_MESSAGE_BYTES", first.messages[0].size - 1)
-        too_large = matching.read_ahead(connected).prepare(provider, "INBOX", first.messages)
-    monkeypatch.setattr(matching, "AHEAD_TRACKED_IDS", 0)
+        within = read(provider, first.messages)
+        unknown = read(provider, unknown_size)
+        monkeypatch.setattr(readahead, "AHEAD_MESSAGE_BYTES", first.messages[0].size - 1)
+        too_large = read(provider, first.messages)
+    monkeypatch.setattr(matching, "CHAINS_TRACKED_IDS", 0)
 
     assert sorted(within) == sorted(meta.ref for meta in first.messages)
     assert unknown == {}
     assert too_large == {}
-    assert matching.read_ahead(connected) is None  # one tracked id is too many to copy
+    assert matching.reply_chains(connected.team) is None  # one tracked id is too many to copy
 
 
 def test_a_sync_read_ahead_logs_what_a_sync_read_here_logs(connected, tracked, account):

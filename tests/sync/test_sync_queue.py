@@ -9,7 +9,7 @@ from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
-from mailboxes.tasks import sync_all_mailboxes_task, sync_mailbox_task
+from sync.tasks import sync_all_mailboxes_task, sync_mailbox_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,7 +8,8 @@ from django.utils import timezone
 
 from engagements.models import EmailEngagement
 from mailboxes.models import Mailbox, MessageMeta
-from mailboxes.services import DRIFT_CHECK_INTERVAL, resync_mailbox
+from mailboxes.services import resync_mailbox
+from sync.services import DRIFT_CHECK_INTERVAL
 from tests.mailboxes.helpers import SENT_ID, build_email, reply, sync
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,12 +1,12 @@
-"""Reading a folder ahead in a child process (mailboxes/readahead.py), against real Dovecot."""
+"""Reading a folder ahead in a child process (sync/readahead.py), against real Dovecot."""
 
 import time
 
 import pytest
 
-from mailboxes import readahead
 from mailboxes.providers import get_provider
 from mailboxes.providers.base import AuthFailed
+from sync import readahead
 from tests.mailboxes.helpers import build_email
 from tests.mailboxes.test_imap_provider import SINCE, config
 

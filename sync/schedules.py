@@ -15,7 +15,7 @@ RECONCILE_OUTBOX_MINUTES = 5
 
 SCHEDULES: dict[str, tuple[str, str | int]] = {
     # name: (function, minutes between runs or the setting holding them)
-    "sync-mailboxes": ("mailboxes.tasks.sync_all_mailboxes_task", "CRM_SYNC_INTERVAL_MINUTES"),
+    "sync-mailboxes": ("sync.tasks.sync_all_mailboxes_task", "CRM_SYNC_INTERVAL_MINUTES"),
     "retention-purge": ("engagements.tasks.purge_task", "CRM_PURGE_INTERVAL_MINUTES"),
     "reconcile-outbox": ("engagements.tasks.reconcile_outbox_task", RECONCILE_OUTBOX_MINUTES),
 }

@@ -1,8 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from mailboxes.models import Mailbox
-from mailboxes.services import SYNC_BATCH_SIZE
-from mailboxes.tasks import run_sync
+from sync.services import SYNC_BATCH_SIZE, sync_mailbox
 
 
 class Command(BaseCommand):
@@ -25,6 +24,6 @@ class Command(BaseCommand):
         if missing:
             raise CommandError(f"No mailbox with id {', '.join(map(str, sorted(missing)))}.")
         for mailbox_id in ids:
-            result = run_sync(mailbox_id, limit=options["batch_size"])
+            result = sync_mailbox(mailbox_id, limit=options["batch_size"])
             status = result.summary("new")
             self.stdout.write(f"mailbox {mailbox_id}: {status}")

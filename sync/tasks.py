@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
-from .models import Mailbox
-from .services import SYNC_BATCH_SIZE, SyncResult, queue_sync, start_queued_sync, sync_mailbox
+from mailboxes.models import Mailbox
+from mailboxes.services import queue_sync, start_queued_sync
+from teams.models import Team
 
-
-def run_sync(mailbox_id: int, limit: int = SYNC_BATCH_SIZE) -> SyncResult:
-    """Sync one mailbox with the configured matcher (CRM_SYNC_MATCHER)."""
-    return sync_mailbox(mailbox_id, on_batch=import_string(settings.CRM_SYNC_MATCHER), limit=limit)
+from .services import log_backlog, sync_mailbox
 
 
 def sync_mailbox_task(mailbox_id: int) -> str:
     start_queued_sync(mailbox_id)
-    return f"mailbox {mailbox_id}: {run_sync(mailbox_id).summary()}"
+    return f"mailbox {mailbox_id}: {sync_mailbox(mailbox_id).summary()}"
 
 
 def sync_all_mailboxes_task() -> str:
@@ -27,3 +23,11 @@ def sync_all_mailboxes_task() -> str:
     queued = sum(queue_sync(mailbox_id) for mailbox_id in ids)
     waiting = f"; {len(ids) - queued} already queued" if queued < len(ids) else ""
     return f"queued {queued} mailbox sync(s){waiting}"
+
+
+def log_backlog_task(team_id: int, message_ids: list[str]) -> str:
+    """Log the replies synced before these ids' thread was tracked (queued by BCC logging)."""
+    team = Team.objects.filter(pk=team_id).first()
+    if team is None:
+        return f"team {team_id} is gone"
+    return f"logged {log_backlog(team, message_ids)} earlier reply(ies)"

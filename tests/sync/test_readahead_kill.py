@@ -31,7 +31,7 @@ MARKER = "THREADLINE_KILLED_SYNC"
 SYNC = """
 import json, sys, time
 from datetime import date
-from mailboxes import readahead
+from sync import readahead
 from mailboxes.providers import get_provider
 from mailboxes.providers.base import ProviderConfig
 
