@@ -243,6 +243,10 @@ class OutgoingEmail(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     filed_in_sent = models.BooleanField(default=False)
+    # When the server accepted the message, written the moment it said so (before the sent
+    # copy is filed and the send recorded): a worker that dies after it left an email that
+    # went out, which the reconciler records as sent instead of sending it again.
+    accepted_at = models.DateTimeField(null=True, blank=True)
     # When the outbox reconciler takes the email over if it is still queued or sending then (its
     # task was lost, or its worker died); null once it is sent or failed. Every change of a
     # pending email's status writes it, so it is also what each claim compares and sets

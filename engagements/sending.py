@@ -9,9 +9,11 @@ message is never sent twice.
 A broker can lose a task (Redis, a worker killed while holding it, issue 13), and a worker can
 die in the middle of a send. Every pending email therefore carries `reconcile_at`, moved on by
 each change of its status: the outbox reconciler (`reconcile_outbox`, on a schedule) takes over
-an email still queued or sending at that time. Queued, it is queued again; sending, its
-mailbox's sent folder is asked for its Message-ID first: found, it is recorded as sent;
-not found, it is sent again (the same bytes, the same Message-ID).
+an email still queued or sending at that time. Queued, it is queued again. Sending: if the
+worker recorded that the server accepted it (`accepted_at`, written the moment the server
+said so), it is recorded as sent and its copy filed; otherwise its mailbox's sent folder is
+asked for its Message-ID: found, it is recorded as sent; not found, it is sent again (the
+same bytes, the same Message-ID).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from contacts.models import Contact
 from mailboxes.models import Mailbox
 from mailboxes.parsing import ParsedAttachment
 from mailboxes.providers.base import ProviderError
-from mailboxes.services import find_sent_message, send_message
+from mailboxes.services import file_sent_copy, find_sent_message, send_message
 from teams.models import RetentionPolicy, Team
 
 from .models import EmailEngagement, EmailTemplate, OutgoingEmail, TrackedMessageId
@@ -270,6 +272,11 @@ def send_outgoing(outgoing_id: int) -> str:
         outgoing.last_attempt_at = timezone.now()
         outgoing.reconcile_at = outgoing.last_attempt_at + lost_after()
         outgoing.save(update_fields=["attempts", "last_attempt_at", "reconcile_at"])
+
+    def accepted() -> None:
+        # Committed at once (this runs outside any transaction): it must outlive the worker.
+        OutgoingEmail.objects.filter(pk=outgoing.pk).update(accepted_at=timezone.now())
+
     try:
         note = send_message(
             outgoing.mailbox,
@@ -277,6 +284,7 @@ def send_outgoing(outgoing_id: int) -> str:
             sender=outgoing.sender,
             recipients=outgoing.recipients,
             message_id=engagement.message_id,
+            on_accepted=accepted,
         )
     except ProviderError as exc:
         logger.warning("sending engagement %s failed: %s", engagement.pk, exc.cause)
@@ -334,6 +342,7 @@ class OutboxResult:
 
     requeued: int = 0  # waiting, their task lost: queued again
     found_sent: int = 0  # interrupted, found in the sent folder: recorded as sent
+    accepted: int = 0  # interrupted after the server accepted it: recorded sent, copy filed
     resent: int = 0  # interrupted, not in the sent folder: queued to be sent again
     undecided: int = 0  # interrupted, no sent folder to look in: "Not sent", the user decides
     unreachable: int = 0  # the mailbox could not be asked: looked at again later
@@ -344,6 +353,7 @@ class OutboxResult:
         return (
             f"outbox: {self.requeued} queued again, {self.found_sent} found in sent, "
             f"{self.resent} sent again, {self.undecided} undecided, "
+            f"{self.accepted} recorded as accepted by the server, "
             f"{self.unreachable} mailbox errors" + ("; more left" if self.more else "")
         )
 
@@ -403,18 +413,28 @@ def reconcile_outbox(*, now: datetime | None = None, limit: int = RECONCILE_LIMI
 
 def _settle_interrupted(
     mailbox: Mailbox, outgoing_id: int, engagement_id: int, claimed_at: datetime, now: datetime
-) -> Literal["found_sent", "undecided", "resent", "taken"]:
-    """Decide a send whose worker died (claimed by the caller until `claimed_at`) from the
-    mailbox's sent folder; return the OutboxResult field it counts in. Raises ProviderError."""
-    message_id, attempted_at = EmailEngagement.objects.filter(pk=engagement_id).values_list(
-        "message_id", "outgoing__last_attempt_at"
+) -> Literal["found_sent", "accepted", "undecided", "resent", "taken"]:
+    """Decide a send whose worker died (claimed by the caller until `claimed_at`) from what
+    the worker recorded (the server's acceptance) or else the mailbox's sent folder; return
+    the OutboxResult field it counts in. Raises ProviderError."""
+    message_id, attempted_at, accepted_at, raw = EmailEngagement.objects.filter(
+        pk=engagement_id
+    ).values_list(
+        "message_id", "outgoing__last_attempt_at", "outgoing__accepted_at", "outgoing__raw"
     )[0]
-    found = find_sent_message(mailbox, message_id)
     Status = EmailEngagement.Status
-    outcome: Literal["found_sent", "undecided", "resent"]
+    outcome: Literal["found_sent", "accepted", "undecided", "resent"]
     outgoing_fields: dict[str, object]
     engagement_fields: dict[str, object]
-    if found:
+    found = None if accepted_at is not None else find_sent_message(mailbox, message_id)
+    if accepted_at is not None:
+        # The server accepted it, then the worker died: it went out. What is left is the
+        # copy in the sent folder (unless the server filed one) and the recording.
+        note = file_sent_copy(mailbox, bytes(raw), message_id)
+        outgoing_fields = {"reconcile_at": None, "raw": b"", "filed_in_sent": not note}
+        engagement_fields = {"status": Status.SENT, "status_detail": note, "sent_at": accepted_at}
+        outcome = "accepted"
+    elif found:
         # It went out and was filed; only the recording was lost.
         outgoing_fields = {"reconcile_at": None, "raw": b"", "filed_in_sent": True}
         engagement_fields = {"status": Status.SENT, "status_detail": ""}
@@ -427,16 +447,13 @@ def _settle_interrupted(
         engagement_fields = {"status": Status.FAILED, "status_detail": INTERRUPTED_UNKNOWN}
         outcome = "undecided"
     else:
-        # Not in the sent folder: sent again, the same bytes with the same Message-ID. Gmail
-        # and Microsoft 365 file what they accept themselves, well within lost_after(), so
-        # for them this means "never sent". With IMAP/SMTP our worker files the copy (APPEND)
-        # just after the SMTP server accepted the message, and SMTP cannot be asked later
-        # what it accepted: a worker that died between the two left a delivered message
-        # without a copy, and this sends it a second time. That gap is the moment between the
-        # server's "250" and the APPEND, while dying before acceptance (connecting, logging
-        # in, transferring a large message) is far likelier; a rare second copy, with the
-        # same Message-ID, is the price of never leaving an email unsent without a word. (A
-        # copy the user moved out of the sent folder within the window is not found either.)
+        # Neither accepted nor in the sent folder: sent again, the same bytes with the same
+        # Message-ID. The worker records acceptance the moment the server says "250" (or the
+        # API answers), before anything else; only a worker that died within that one
+        # database write left a delivered message unrecorded, and this sends it a second
+        # time: a rare second copy, with the same Message-ID, is the price of never leaving
+        # an email unsent without a word. (Gmail and Microsoft 365 also file what they
+        # accept themselves, well within lost_after(), which this looked for first.)
         outgoing_fields = {"reconcile_at": now + lost_after()}
         engagement_fields = {"status": Status.QUEUED, "status_detail": ""}
         outcome = "resent"

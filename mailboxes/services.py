@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -390,12 +390,19 @@ def delete_mailbox(*, mailbox: Mailbox) -> None:
 
 
 def send_message(
-    mailbox: Mailbox, raw: bytes, *, sender: str, recipients: list[str], message_id: str
+    mailbox: Mailbox,
+    raw: bytes,
+    *,
+    sender: str,
+    recipients: list[str],
+    message_id: str,
+    on_accepted: Callable[[], None] | None = None,
 ) -> str:
     """Send through the mailbox and file the copy in its sent folder (SPEC L6).
 
     Raises ProviderError if nothing was sent. Returns a note when it was sent but not to
-    everyone, or when the sent-folder copy could not be filed; else "".
+    everyone, or when the sent-folder copy could not be filed; else "". `on_accepted` is
+    called the moment the server has accepted the message (MailProvider.send).
     """
     if mailbox.state != Mailbox.State.CONNECTED:
         raise AuthFailed(
@@ -406,7 +413,7 @@ def send_message(
     sent_folder = mailbox.folders.filter(role=Folder.Role.SENT).first()
     with open_provider(mailbox) as provider:
         try:
-            provider.send(raw, sender, recipients)
+            provider.send(raw, sender, recipients, on_accepted)
         except PartlySent as exc:
             notes.append(exc.message)
         except ProviderError as exc:
@@ -422,6 +429,23 @@ def send_message(
                 logger.warning("filing a sent copy for mailbox %s failed: %s", mailbox.pk, exc)
                 notes.append(f"The copy could not be filed in {sent_folder.name}: {exc.message}")
     return " ".join(notes)
+
+
+def file_sent_copy(mailbox: Mailbox, raw: bytes, message_id: str) -> str:
+    """File the copy of a message the server accepted in the sent folder, unless it is
+    there already; return a note when it could not be filed, else "". Raises ProviderError
+    when the mailbox cannot be reached; a failure that needs the owner disconnects it."""
+    sent_folder = mailbox.folders.filter(role=Folder.Role.SENT).first()
+    if sent_folder is None:
+        return "Your mailbox has no sent folder, so no copy was filed."
+    with open_provider(mailbox) as provider:
+        try:
+            provider.file_in_sent(sent_folder.name, raw, message_id)
+        except ProviderError as exc:
+            if exc.disconnects:
+                record_failure(mailbox, exc)
+            raise
+    return ""
 
 
 def find_sent_message(mailbox: Mailbox, message_id: str) -> bool | None:

@@ -7,6 +7,7 @@ every provider.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple, Protocol
@@ -124,9 +125,19 @@ class MailProvider(Protocol):
         None when the provider cannot tell cheaply."""
         ...
 
-    def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+    def send(
+        self,
+        raw: bytes,
+        sender: str,
+        recipients: list[str],
+        on_accepted: Callable[[], None] | None = None,
+    ) -> None:
         """Send a message to `recipients` (the envelope: To, Cc and Bcc). Raises PartlySent
-        when some recipients were refused and the others got it; ProviderError otherwise."""
+        when some recipients were refused and the others got it; ProviderError otherwise.
+
+        `on_accepted` is called as soon as the service has accepted the message, before
+        anything else (an SMTP QUIT, say), so that the caller can record it at once: a worker
+        that dies after it is not mistaken for one that never sent."""
         ...
 
     def updated_credentials(self) -> dict[str, Any] | None:

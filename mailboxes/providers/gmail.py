@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -253,7 +254,13 @@ class GmailProvider:
         return {mid: _unb64url(found[mid]["raw"]) for mid in refs if mid in found}
 
     # -- sending ----------------------------------------------------------------------
-    def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+    def send(
+        self,
+        raw: bytes,
+        sender: str,
+        recipients: list[str],
+        on_accepted: Callable[[], None] | None = None,
+    ) -> None:
         """messages.send with our MIME; Bcc recipients go in a Bcc header, which Gmail removes
         from what the others receive. A reply carries its Gmail thread."""
         body: dict[str, Any] = {"raw": _b64url(with_bcc_header(raw, recipients))}
@@ -265,6 +272,8 @@ class GmailProvider:
             if listing.get("messages"):
                 body["threadId"] = listing["messages"][0]["threadId"]
         self._execute(self.service.users().messages().send(userId="me", body=body))
+        if on_accepted is not None:
+            on_accepted()
 
     def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
         return False  # Gmail puts what it sends in SENT itself

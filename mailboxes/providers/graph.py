@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -226,12 +227,20 @@ class GraphProvider:
         return found
 
     # -- sending ----------------------------------------------------------------------
-    def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+    def send(
+        self,
+        raw: bytes,
+        sender: str,
+        recipients: list[str],
+        on_accepted: Callable[[], None] | None = None,
+    ) -> None:
         """sendMail with our MIME (base64); Bcc recipients go in a Bcc header, which
         Exchange removes from what the others receive."""
         raw = with_bcc_header(raw, recipients)
         self._call("post", f"{self.service}/me/sendMail", data=base64.b64encode(raw),
                    headers={"Content-type": "text/plain"})  # fmt: skip
+        if on_accepted is not None:
+            on_accepted()
 
     def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
         return False  # sendMail saves to Sent Items itself

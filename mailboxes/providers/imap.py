@@ -15,7 +15,7 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from ipaddress import ip_address
@@ -537,11 +537,19 @@ class ImapProvider:
         return None  # a password does not change by itself
 
     # -- sending ----------------------------------------------------------------------
-    def send(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+    def send(
+        self,
+        raw: bytes,
+        sender: str,
+        recipients: list[str],
+        on_accepted: Callable[[], None] | None = None,
+    ) -> None:
         """Submit a message through the mailbox's SMTP server (bcc only in `recipients`)."""
         with self.smtp() as connection:
             try:
                 refused = connection.sendmail(sender, recipients, raw)
+                if on_accepted is not None:
+                    on_accepted()  # the server said 250 to the message: before the QUIT
             except smtplib.SMTPRecipientsRefused as exc:
                 raise BadMessage(
                     "The SMTP server refused every recipient: " + _smtp_refusals(exc.recipients)

@@ -2,7 +2,14 @@
 and nothing is sent twice. Against the real SMTP server and Dovecot, and the Gmail and Graph
 fakes; tasks go to the ORM broker's queue and are run from it, as a worker does."""
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from io import StringIO
 
@@ -27,11 +34,13 @@ from engagements.sending import (
 from engagements.services import Address
 from engagements.tasks import reconcile_outbox_task
 from mailboxes.models import Folder, Mailbox
-from mailboxes.services import send_message
+from mailboxes.services import open_provider, send_message
 from tests.factories import ContactEmailFactory, ContactFactory
 from tests.mailboxes.conftest import gmail, google, microsoft, outlook  # noqa: F401 - fixtures
 from tests.mailboxes.helpers import connect_imap
+from tests.processes import ROOT, child_environment, marked, needs_a_shared_database
 from tests.servers.dovecot import free_port
+from tests.servers.smtp import SmtpServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -203,6 +212,30 @@ def test_an_interrupted_send_found_in_sent_is_recorded_sent_without_sending_agai
     assert status(engagement) == "sent" and engagement.status_detail == ""
     outgoing = OutgoingEmail.objects.get(engagement=engagement)
     assert outgoing.filed_in_sent and bytes(outgoing.raw) == b"" and outgoing.reconcile_at is None
+    assert received(smtp_server, engagement) == 1
+    assert in_sent(account[2], engagement) == 1
+
+
+def test_an_interrupted_send_the_server_accepted_is_recorded_sent_and_filed(
+    queued_for_real, connected, owner, team, smtp_server, account
+):
+    engagement = send(connected, owner, team)
+    lose_the_queue()
+    die_while_sending(engagement)
+    outgoing = OutgoingEmail.objects.get(engagement=engagement)
+
+    def accepted():
+        OutgoingEmail.objects.filter(pk=outgoing.pk).update(accepted_at=timezone.now())
+
+    with open_provider(connected) as provider:  # the dead worker got the "250", filed nothing
+        provider.send(bytes(outgoing.raw), outgoing.sender, outgoing.recipients, accepted)
+
+    with past_the_deadline():
+        result = reconcile_outbox()
+        run_the_queue()
+
+    assert (result.accepted, result.found_sent, result.resent) == (1, 0, 0)
+    assert status(engagement) == "sent" and engagement.status_detail == ""
     assert received(smtp_server, engagement) == 1
     assert in_sent(account[2], engagement) == 1
 
@@ -470,3 +503,74 @@ def test_an_email_left_sending_is_not_retried_blindly(queued_for_real, connected
         retry_email(engagement)
 
     assert status(engagement) == "sending"  # the reconciler's: it looks in Sent first
+
+
+# -- a real worker killed while it sends (PostgreSQL: the cluster shares the database) -----
+
+
+@dataclass
+class HoldingSmtp(SmtpServer):
+    """The SMTP server, holding the connection when the client sends `hold_at` (DATA: the
+    message is in, its "250" not yet given; QUIT: the client has the "250") until the test
+    has killed the client. A message whose "250" was never given is not delivered: aiosmtpd
+    cancels the handler when the connection drops."""
+
+    hold_at: str = ""
+    reached: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook name
+        await self._hold("DATA")
+        return await super().handle_DATA(server, session, envelope)
+
+    async def handle_QUIT(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook name
+        await self._hold("QUIT")
+        return "221 Bye"
+
+    async def _hold(self, command: str) -> None:
+        if self.hold_at == command:
+            self.reached.set()
+            await asyncio.sleep(120)
+
+
+@needs_a_shared_database
+@pytest.mark.parametrize("killed_at", ["DATA", "QUIT"])
+def test_a_worker_killed_while_sending_leaves_the_email_sent_once(
+    killed_at, mail_settings, dovecot, account, team, owner, monkeypatch
+):
+    user, password, own_mailbox = account
+    with HoldingSmtp(check_login=lambda u, p: dovecot.users.get(u) == p) as smtp:
+        mailbox = connect_imap(dovecot, smtp, user, password, team, owner)
+        Schedule.objects.all().delete()  # the cluster runs this send and nothing else
+        monkeypatch.setattr(Conf, "SYNC", False)
+        engagement = send(mailbox, owner, team)
+        smtp.hold_at = killed_at
+        mark = f"send-kill-{os.getpid()}-{killed_at}"
+        cluster = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=child_environment(mark),
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            reached = smtp.reached.wait(60)
+        finally:
+            os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait(timeout=30)
+        assert reached, "the cluster's worker never reached the SMTP server"
+        deadline = time.monotonic() + 10
+        while marked(mark) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marked(mark) == [], "the killed cluster left a process behind"
+        assert status(engagement) == "sending"
+        lose_the_queue()  # the dead worker's task died with it
+        smtp.hold_at = ""
+        monkeypatch.setattr(Conf, "SYNC", True)  # what the reconciler queues runs here
+
+        with past_the_deadline():
+            result = reconcile_outbox()
+
+        assert status(engagement) == "sent", engagement.status_detail
+        assert received(smtp, engagement) == 1
+        assert in_sent(own_mailbox, engagement) == 1
+    if killed_at == "QUIT":  # after the server's "250": recorded as sent, its copy filed
+        assert (result.accepted, result.resent) == (1, 0)
+    else:  # before it: never sent, so sent now
+        assert (result.accepted, result.resent) == (0, 1)

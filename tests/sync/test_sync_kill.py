@@ -2,8 +2,7 @@
 
 `manage.py sync_mailboxes` runs against the real Dovecot and the test database, and is
 SIGKILLed at seeded random moments, 30 times; its lease is then let expire (as time would)
-and the next run carries on. The processes need a database they can share with the test:
-PostgreSQL (the SQLite test database lives in this process's memory).
+and the next run carries on. PostgreSQL only (tests/processes.py).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
@@ -27,52 +25,14 @@ from mailboxes.leases import claim_lease, release_lease
 from mailboxes.models import Mailbox, MessageMeta, SyncLease
 from mailboxes.services import reset_sync_state
 from tests.mailboxes.helpers import SENT_ID, build_email, reply
+from tests.processes import ROOT, child_environment, marked, needs_a_shared_database
 
-ROOT = Path(__file__).resolve().parents[2]
 KILLS = 30
 REPLIES = 60
 OTHERS = 2340
 BATCH = 20
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not os.environ.get("DATABASE_URL", "").startswith("postgres"),
-        reason="other processes cannot reach the in-memory SQLite test database; "
-        "the PostgreSQL pass runs this",
-    ),
-]
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-def _environment(mark: str) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST"))},
-        "DATABASE_URL": _database_url(),
-        "CRM_ALLOW_PLAINTEXT_LOOPBACK": "true",
-        "CRM_ALLOW_PRIVATE_MAIL_HOSTS": "true",
-        "THREADLINE_KILL_MARK": mark,
-    }
-
-
-def _marked(mark: str) -> list[int]:
-    """Live processes that carry `mark` in their environment: the sync and any child."""
-    needle = f"THREADLINE_KILL_MARK={mark}".encode()
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if needle not in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                continue
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            found.append(int(entry))
-    return found
+pytestmark = [pytest.mark.django_db(transaction=True), needs_a_shared_database]
 
 
 def _wait_until_it_holds_the_lease(mailbox: Mailbox, process: subprocess.Popen) -> None:
@@ -116,7 +76,7 @@ def test_a_sync_killed_30_times_at_random_loses_and_duplicates_nothing(connected
             account[2].deliver(build_email(subject=f"other {other}"))
     rng = random.Random(1213)
     mark = f"kill-{os.getpid()}"
-    env = _environment(mark)
+    env = child_environment(mark)
 
     kills = 0
     while kills < KILLS:
@@ -134,9 +94,9 @@ def test_a_sync_killed_30_times_at_random_loses_and_duplicates_nothing(connected
         process.wait(timeout=30)
         kills += 1
         deadline = time.monotonic() + 5
-        while _marked(mark) and time.monotonic() < deadline:
+        while marked(mark) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _marked(mark) == [], "a killed sync left a process behind"
+        assert marked(mark) == [], "a killed sync left a process behind"
         # The dead sync's lease would expire in minutes: let it expire now.
         SyncLease.objects.filter(mailbox=connected).update(expires_at=timezone.now())
 
@@ -157,7 +117,7 @@ def test_a_sync_killed_30_times_at_random_loses_and_duplicates_nothing(connected
 
 
 def test_two_syncs_started_together_store_everything_once(connected, tracked, account):
-    env = _environment(f"overlap-{os.getpid()}")
+    env = child_environment(f"overlap-{os.getpid()}")
     delivered = 0
     outputs = []
 
