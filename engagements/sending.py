@@ -275,7 +275,13 @@ def send_outgoing(outgoing_id: int) -> str:
 
     def accepted() -> None:
         # Committed at once (this runs outside any transaction): it must outlive the worker.
-        OutgoingEmail.objects.filter(pk=outgoing.pk).update(accepted_at=timezone.now())
+        # Failing here must not fail the send the server just accepted: without the record,
+        # only a worker dying before its end leaves the reconciler to decide (by the sent
+        # folder).
+        try:
+            OutgoingEmail.objects.filter(pk=outgoing.pk).update(accepted_at=timezone.now())
+        except Exception:  # noqa: BLE001
+            logger.exception("recording that engagement %s was accepted failed", engagement.pk)
 
     try:
         note = send_message(
@@ -361,13 +367,17 @@ class OutboxResult:
 def reconcile_outbox(*, now: datetime | None = None, limit: int = RECONCILE_LIMIT) -> OutboxResult:
     """Take over emails left queued or sending past their `reconcile_at` (a lost task, a dead
     worker), at most `limit`, longest due first; see the module docstring. Emails of a
-    disconnected mailbox wait until it is reconnected (the timeline says why meanwhile).
+    disconnected mailbox wait until it is reconnected (the timeline says why meanwhile),
+    except those the server accepted, which need no mailbox to be recorded as sent.
     Several may run at once: each email is claimed by a conditional UPDATE of `reconcile_at`.
     """
     now = now or timezone.now()
     result = OutboxResult()
     due = list(
-        OutgoingEmail.objects.filter(reconcile_at__lte=now, mailbox__state=Mailbox.State.CONNECTED)
+        OutgoingEmail.objects.filter(reconcile_at__lte=now)
+        .filter(
+            models.Q(mailbox__state=Mailbox.State.CONNECTED) | models.Q(accepted_at__isnull=False)
+        )
         .order_by("reconcile_at", "pk")
         .values_list("pk", "reconcile_at", "mailbox_id", "engagement_id", "engagement__status")[
             : limit + 1
@@ -428,11 +438,10 @@ def _settle_interrupted(
     engagement_fields: dict[str, object]
     found = None if accepted_at is not None else find_sent_message(mailbox, message_id)
     if accepted_at is not None:
-        # The server accepted it, then the worker died: it went out. What is left is the
-        # copy in the sent folder (unless the server filed one) and the recording.
-        note = file_sent_copy(mailbox, bytes(raw), message_id)
-        outgoing_fields = {"reconcile_at": None, "raw": b"", "filed_in_sent": not note}
-        engagement_fields = {"status": Status.SENT, "status_detail": note, "sent_at": accepted_at}
+        # The server accepted it, then the worker died: it went out. It is recorded as sent
+        # first; its copy is filed after (below), unless the server filed one.
+        outgoing_fields = {"reconcile_at": None}
+        engagement_fields = {"status": Status.SENT, "status_detail": "", "sent_at": accepted_at}
         outcome = "accepted"
     elif found:
         # It went out and was filed; only the recording was lost.
@@ -467,8 +476,29 @@ def _settle_interrupted(
         )
         if outcome == "resent":
             transaction.on_commit(lambda: _enqueue(outgoing_id))
+    if outcome == "accepted":
+        _file_accepted_copy(mailbox, outgoing_id, engagement_id, bytes(raw), message_id)
     logger.info("outbox: interrupted send of engagement %s: %s", engagement_id, outcome)
     return outcome
+
+
+def _file_accepted_copy(
+    mailbox: Mailbox, outgoing_id: int, engagement_id: int, raw: bytes, message_id: str
+) -> None:
+    """File the sent copy of an email recorded as sent after its worker died; a copy that
+    cannot be filed is noted on the email (it was sent all the same)."""
+    if not raw:
+        return  # the worker finished meanwhile: it filed the copy, or noted why not
+    if mailbox.state != Mailbox.State.CONNECTED:
+        note = f"No copy was filed in your sent folder: {mailbox.email_address} is disconnected."
+    else:
+        try:
+            note = file_sent_copy(mailbox, raw, message_id)
+        except ProviderError as exc:
+            note = f"The copy could not be filed in your sent folder: {exc.message}"
+    OutgoingEmail.objects.filter(pk=outgoing_id).update(raw=b"", filed_in_sent=not note)
+    if note:
+        EmailEngagement.objects.filter(pk=engagement_id).update(status_detail=note[:500])
 
 
 @dataclass

@@ -240,6 +240,26 @@ def test_an_interrupted_send_the_server_accepted_is_recorded_sent_and_filed(
     assert in_sent(account[2], engagement) == 1
 
 
+def test_an_accepted_send_of_a_mailbox_disconnected_since_is_recorded_sent(
+    queued_for_real, connected, owner, team, smtp_server, account
+):
+    engagement = send(connected, owner, team)
+    lose_the_queue()
+    die_while_sending(engagement)
+    OutgoingEmail.objects.filter(engagement=engagement).update(accepted_at=timezone.now())
+    Mailbox.objects.filter(pk=connected.pk).update(state=Mailbox.State.DISCONNECTED)
+
+    with past_the_deadline():
+        result = reconcile_outbox()
+
+    assert result.accepted == 1
+    assert status(engagement) == "sent"
+    assert "disconnected" in engagement.status_detail
+    assert received(smtp_server, engagement) == 0  # it went out before; nothing sent now
+    assert in_sent(account[2], engagement) == 0
+    assert bytes(OutgoingEmail.objects.get(engagement=engagement).raw) == b""
+
+
 def test_an_interrupted_send_that_never_reached_the_server_is_sent_once(
     queued_for_real, connected, owner, team, smtp_server, account
 ):

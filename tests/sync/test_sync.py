@@ -460,6 +460,30 @@ def test_reply_deleted_on_the_server_before_it_is_read_is_skipped(connected, acc
     assert connected.last_error == ""
 
 
+def test_a_reply_deleted_between_listing_and_reading_is_skipped_by_the_sync(
+    connected, tracked, account
+):
+    account[2].deliver(reply(1))
+    account[2].deliver(reply(2))
+    folder = connected.folders.get(role="inbox")
+    since = (timezone.now() - timedelta(days=60)).date()
+    with open_provider(connected) as provider:
+        listed = provider.changes("INBOX", None, 10, since)
+        other = account[2].client  # meanwhile, the user deletes the first reply
+        other.select_folder("INBOX")
+        other.delete_messages([int(listed.messages[0].ref)])
+        other.expunge()
+        added = _apply_batch(
+            connected, folder, listed, provider, "", epoch=claim_lease(connected.pk)
+        )
+
+    assert added == 2  # its metadata was listed; its body is gone
+    assert set(EmailEngagement.objects.values_list("message_id", flat=True)) == {
+        SENT_ID, "reply-2@example.com",
+    }  # fmt: skip
+    assert not connected.quarantined.exists()
+
+
 def test_a_reply_listed_before_its_parent_in_a_batch_is_logged(connected, tracked, account):
     account[2].deliver(
         build_email(message_id="child@example.com", in_reply_to="parent@example.com")
