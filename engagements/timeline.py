@@ -10,7 +10,7 @@ from django.db.models import Prefetch
 
 from teams.models import Team
 
-from .models import Attachment, EmailEngagement, Thread
+from .models import RECORD_FIELDS, Attachment, EmailEngagement, Thread
 
 THREADS_PER_PAGE = 10
 ATTACHMENTS_SHOWN = 20
@@ -55,6 +55,27 @@ def build_timeline(team: Team, record: models.Model, page_number: str | int | No
         recently_removed=list(
             EmailEngagement.objects.for_team(team).removed_from_timeline_of(record)[:REMOVED_SHOWN]
         ),
+    )
+
+
+def timeline_version(team: Team, record: models.Model) -> str:
+    """A token that changes whenever `record`'s timeline would show something else: an email
+    logged, removed or restored, or a send that moved on (waiting, sent, not sent). The open
+    page compares it to the one it was rendered with (one query, on the record's index)."""
+    Status = EmailEngagement.Status
+    pending = models.Q(status__in=[Status.QUEUED, Status.SENDING])
+    counts = (
+        EmailEngagement.objects.for_team(team)
+        .filter(**{RECORD_FIELDS[type(record)]: record})
+        .aggregate(
+            newest=models.Max("pk"),
+            shown=models.Count("pk", filter=models.Q(deleted_at__isnull=True)),
+            pending=models.Count("pk", filter=pending),
+            failed=models.Count("pk", filter=models.Q(status=Status.FAILED)),
+        )
+    )
+    return "{newest}.{shown}.{pending}.{failed}".format_map(
+        {key: value or 0 for key, value in counts.items()}
     )
 
 

@@ -13,6 +13,24 @@ urlpatterns = [
     path("emails/<int:pk>/restore/", views.engagement_restore, name="engagement_restore"),
     path("attachments/<int:pk>/", views.attachment_download, name="attachment_download"),
     path("contacts/<int:pk>/email/", views.compose, {"kind": "contact"}, name="compose_contact"),
+    path(
+        "contacts/<int:pk>/timeline/version/",
+        views.timeline_version_view,
+        {"kind": "contact"},
+        name="timeline_version_contact",
+    ),  # fmt: skip
+    path(
+        "companies/<int:pk>/timeline/version/",
+        views.timeline_version_view,
+        {"kind": "company"},
+        name="timeline_version_company",
+    ),  # fmt: skip
+    path(
+        "deals/<int:pk>/timeline/version/",
+        views.timeline_version_view,
+        {"kind": "deal"},
+        name="timeline_version_deal",
+    ),  # fmt: skip
     path("companies/<int:pk>/email/", views.compose, {"kind": "company"}, name="compose_company"),
     path("deals/<int:pk>/email/", views.compose, {"kind": "deal"}, name="compose_deal"),
     path("emails/deleted/", views.recently_deleted, name="recently_deleted"),

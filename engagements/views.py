@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import models
 from django.db.models.functions import Lower
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -32,7 +32,7 @@ from .sending import (
     sending_mailbox,
 )
 from .services import Address, delete_engagement, restore_engagement
-from .timeline import build_timeline
+from .timeline import build_timeline, timeline_version
 
 RECORD_MODELS: dict[str, type[models.Model]] = {
     "contact": Contact,
@@ -52,8 +52,19 @@ def _record_page(request: HttpRequest, record: models.Model, template: str) -> H
         "compose_url": reverse(f"engagements:compose_{kind}", args=[record.pk]),
         "cannot_send": cannot_send_reason(mailbox),
         "sending_mailbox": mailbox,
+        "timeline_version": timeline_version(request.team, record),
+        "version_url": reverse(f"engagements:timeline_version_{kind}", args=[record.pk]),
     }
     return render(request, template, context)
+
+
+@team_member_required
+def timeline_version_view(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+    """The record's timeline token, polled by its open page (static/js/timeline_live.js)."""
+    record = get_for_team_or_404(RECORD_MODELS[kind], request.team, pk=pk)
+    response = JsonResponse({"version": timeline_version(request.team, record)})
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @team_member_required

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 
 from crm_site.tenancy import get_for_team_or_404, team_member_required
@@ -129,12 +130,13 @@ def mailbox_identity(request: HttpRequest, pk: int) -> HttpResponse:
 
 @team_member_required
 def mailbox_status(request: HttpRequest, pk: int) -> HttpResponse:
-    """The sync progress, polled by the mailbox page while a sync runs."""
+    """The state and sync progress, polled by the open mailbox page (mailbox_status.js)."""
     mailbox = _mailbox(request, pk)
     done, total = mailbox.progress
     return JsonResponse(
         {
             "is_syncing": mailbox.is_syncing,
+            "state": render_to_string("mailboxes/_mailbox_state.html", {"mailbox": mailbox}),
             "done": done,
             "total": total,
             "last_synced_at": mailbox.last_synced_at,

@@ -189,3 +189,39 @@ def test_removed_email_is_listed_for_restore_until_restored(client_for, owner, t
     assert "restorable for 90 days" in body
     assert timeline_of(client, contact).recently_removed == []
     assert [t.subject for t in timeline_of(client, contact).threads] == ["Thread gone"]
+
+
+def version_of(client, record):
+    kind = type(record).__name__.lower()
+    url = reverse(f"engagements:timeline_version_{kind}", args=[record.pk])
+    response = client.get(url)
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    return response.json()["version"]
+
+
+@pytest.mark.parametrize("factory", [ContactFactory, CompanyFactory, DealFactory])
+def test_the_timeline_version_changes_with_what_the_page_shows(client_for, owner, team, factory):
+    from engagements.services import delete_engagement, restore_engagement
+
+    record = factory(team=team)
+    field = {"Contact": "contacts", "Company": "companies", "Deal": "deals"}[type(record).__name__]
+    client = client_for(owner)
+    empty = version_of(client, record)
+    rendered = client.get(record.get_absolute_url())
+    assert rendered.context["timeline_version"] == empty  # the page starts from the same
+
+    last = log_thread(team, {field: [record]}, "a", replies=1)
+    logged = version_of(client, record)
+    log_thread(team, {field: [factory(team=team)]}, "elsewhere")  # another record's email
+    unchanged = version_of(client, record)
+    delete_engagement(engagement=last, actor=owner)
+    removed = version_of(client, record)
+    restore_engagement(engagement=last)
+    restored = version_of(client, record)
+    EmailEngagement.objects.filter(pk=last.pk).update(status="sending")
+    sending = version_of(client, record)
+    EmailEngagement.objects.filter(pk=last.pk).update(status="sent")
+
+    assert len({empty, logged, removed, sending}) == 4
+    assert unchanged == logged and restored == logged
+    assert version_of(client, record) == logged
