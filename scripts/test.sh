@@ -6,14 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_setup.sh
 
-# Debian packages: the PostgreSQL server, Dovecot (IMAP) and openssl for the mail tests, and
-# Chromium for the browser tests. Stop the PostgreSQL package from creating (and starting) its
+# Debian packages: the PostgreSQL server, Dovecot (IMAP) and openssl for the mail tests, Redis
+# for the scaled-out tests (each test run starts its own on a free port), and Chromium for the
+# browser tests. Stop the PostgreSQL package from creating (and starting) its
 # own cluster: the tests start their own servers on free loopback ports.
 if [ "$(id -u)" = 0 ] && [ ! -e /etc/postgresql-common/createcluster.d/threadline.conf ]; then
   mkdir -p /etc/postgresql-common/createcluster.d
   echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/threadline.conf
 fi
-apt_install postgresql dovecot-imapd openssl chromium fonts-liberation libatomic1
+apt_install postgresql dovecot-imapd openssl redis-server chromium fonts-liberation libatomic1
 setup_venv requirements-dev.txt
 PY=.venv/bin/python
 export PYTHONDONTWRITEBYTECODE=1

@@ -114,6 +114,15 @@ def smtp_server(dovecot, dovecot_plain):
         yield server
 
 
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real Redis, for the scaled-out setup (REDIS_URL: broker and cache)."""
+    from .servers.redis import RedisServer
+
+    with RedisServer() as server:
+        yield server
+
+
 @pytest.fixture
 def mail_settings(settings):
     settings.CRM_ALLOW_PLAINTEXT_LOOPBACK = True
