@@ -398,6 +398,17 @@ CRM_ALLOW_PLAINTEXT_LOOPBACK = env_bool("CRM_ALLOW_PLAINTEXT_LOOPBACK", False)
 # local test servers and demos only.
 CRM_ALLOW_PRIVATE_MAIL_HOSTS = env_bool("CRM_ALLOW_PRIVATE_MAIL_HOSTS", False)
 CRM_SYNC_INTERVAL_MINUTES = env_int("CRM_SYNC_INTERVAL_MINUTES", 5)
+# A sync's lease (one sync per mailbox): renewed with every batch; a sync that died holding it
+# blocks its mailbox's syncs this long.
+CRM_SYNC_LEASE_SECONDS = env_int("CRM_SYNC_LEASE_SECONDS", 300)
+# The mailbox watchers (manage.py watch_mailboxes): how often each looks at the others and
+# renews its mailboxes, how long a silent watcher keeps them, and how often each watched
+# mailbox is synced anyway (the sent folder, and providers that cannot announce new mail).
+CRM_WATCH_TICK_SECONDS = env_int("CRM_WATCH_TICK_SECONDS", 5)
+CRM_WATCH_TTL_SECONDS = env_int("CRM_WATCH_TTL_SECONDS", 30)
+CRM_WATCH_POLL_SECONDS = env_int("CRM_WATCH_POLL_SECONDS", 60)
+# How many syncs one watcher runs at once (each uses a database connection while it runs).
+CRM_WATCH_SYNCS = env_int("CRM_WATCH_SYNCS", 4)
 # The retention purge (SPEC R2-R4): daily by default.
 CRM_PURGE_INTERVAL_MINUTES = env_int("CRM_PURGE_INTERVAL_MINUTES", 24 * 60)
 # Our own mail domain: the right-hand side of the Message-IDs we create (SPEC U) and of the

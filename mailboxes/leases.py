@@ -15,13 +15,17 @@ import secrets
 import socket
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from .models import SyncLease
 
-# Long enough for one batch (2,000 messages read, matched and written); renewed per batch.
-LEASE_DURATION = timedelta(minutes=5)
+
+def lease_duration() -> timedelta:
+    """Long enough for one batch (2,000 messages read, matched and written); renewed per
+    batch (CRM_SYNC_LEASE_SECONDS, 5 minutes by default)."""
+    return timedelta(seconds=settings.CRM_SYNC_LEASE_SECONDS)
 
 
 class LeaseLost(Exception):
@@ -61,7 +65,7 @@ def claim_lease(mailbox_id: int) -> int | None:
     claimed = (
         SyncLease.objects.filter(mailbox_id=mailbox_id)
         .filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__lte=now))
-        .update(holder=holder_name(), epoch=epoch, expires_at=now + LEASE_DURATION)
+        .update(holder=holder_name(), epoch=epoch, expires_at=now + lease_duration())
     )
     if not claimed and _created_lease_row(mailbox_id):
         return claim_lease(mailbox_id)
@@ -74,7 +78,7 @@ def hold_lease(mailbox_id: int, epoch: int) -> None:
     transaction ends, so no one can claim the lease in between (a claimer waits, then finds
     it renewed)."""
     renewed = SyncLease.objects.filter(mailbox_id=mailbox_id, epoch=epoch).update(
-        expires_at=timezone.now() + LEASE_DURATION
+        expires_at=timezone.now() + lease_duration()
     )
     if not renewed:
         raise LeaseLost(f"mailbox {mailbox_id}: the sync lease of epoch {epoch} no longer holds")

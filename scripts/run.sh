@@ -48,6 +48,8 @@ trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
 
 start $PY manage.py qcluster
+# Mailbox watchers: replies reach the timeline seconds after they arrive (IMAP IDLE).
+start $PY manage.py watch_mailboxes
 # BCC/forward logging: mail to the teams' logging addresses (see the Team page).
 start $PY manage.py run_inbound_smtp --host 127.0.0.1 --port "$INBOUND_SMTP_PORT"
 start $PY manage.py runserver "127.0.0.1:$PORT"

@@ -17,9 +17,13 @@ def sync_mailbox_task(mailbox_id: int) -> str:
 
 
 def sync_all_mailboxes_task() -> str:
-    """Queue a sync of every connected mailbox not waiting for a retry (the schedule's entry
-    point)."""
-    ids = list(Mailbox.objects.due(timezone.now()).values_list("pk", flat=True))
+    """Queue a sync of every connected mailbox not waiting for a retry, unless a watcher
+    watches it (sync/watcher.py): the schedule's entry point, and the fallback for mailboxes
+    no watcher holds."""
+    now = timezone.now()
+    ids = list(
+        Mailbox.objects.due(now).exclude(watch__expires_at__gt=now).values_list("pk", flat=True)
+    )
     queued = sum(queue_sync(mailbox_id) for mailbox_id in ids)
     waiting = f"; {len(ids) - queued} already queued" if queued < len(ids) else ""
     return f"queued {queued} mailbox sync(s){waiting}"

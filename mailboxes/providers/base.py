@@ -125,6 +125,15 @@ class MailProvider(Protocol):
         None when the provider cannot tell cheaply."""
         ...
 
+    def wait_for_change(
+        self, folder: str, seconds: float, stopping: Callable[[], bool]
+    ) -> bool | None:
+        """Wait up to `seconds` for the server to announce a change in the folder (new,
+        deleted or re-flagged mail), on this connection; True when it did, False when the
+        time ran out or `stopping()` (asked every second or so) became true. None at once
+        when the provider cannot announce changes: the caller polls. Raises ProviderError."""
+        ...
+
     def send(
         self,
         raw: bytes,

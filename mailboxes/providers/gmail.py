@@ -275,6 +275,11 @@ class GmailProvider:
         if on_accepted is not None:
             on_accepted()
 
+    def wait_for_change(
+        self, folder: str, seconds: float, stopping: Callable[[], bool]
+    ) -> bool | None:
+        return None  # push needs Pub/Sub (users.watch): the watcher polls history.list
+
     def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
         return False  # Gmail puts what it sends in SENT itself
 

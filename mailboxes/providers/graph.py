@@ -242,6 +242,11 @@ class GraphProvider:
         if on_accepted is not None:
             on_accepted()
 
+    def wait_for_change(
+        self, folder: str, seconds: float, stopping: Callable[[], bool]
+    ) -> bool | None:
+        return None  # push needs a change-notification subscription: the watcher polls delta
+
     def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
         return False  # sendMail saves to Sent Items itself
 

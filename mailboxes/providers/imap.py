@@ -15,6 +15,7 @@ import re
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -376,6 +377,49 @@ class ImapProvider:
             info = self._call(self.client.select_folder, folder, readonly=True)
             self._selected = (folder, info)
         return self._selected[1]
+
+    # Untagged responses that say the selected folder changed (RFC 3501 7.3-7.4).
+    CHANGE_RESPONSES = frozenset({b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT"})
+    # How often a wait looks at `stopping`: IDLE itself stays on, only the socket read ends.
+    IDLE_SLICE = 1.0
+
+    def wait_for_change(
+        self, folder: str, seconds: float, stopping: Callable[[], bool]
+    ) -> bool | None:
+        """IDLE (RFC 2177) on the folder, selected read-only, for up to `seconds`: the caller
+        re-issues it well within the 29 minutes a server may allow one. None when the server
+        has no IDLE."""
+        if not self._call(self.client.has_capability, "IDLE"):
+            return None
+        self._select(folder)
+        # What changed since this connection's last command: a server need not announce it
+        # when IDLE starts (Dovecot does not), and NOOP's answer does.
+        changed = self._announces_change(self._call(self.client.noop)[1])
+        if changed or seconds <= 0:
+            if changed:
+                self._selected = None
+            return changed
+        self._call(self.client.idle)
+        try:
+            deadline = time.monotonic() + seconds
+            while not changed and not stopping():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                responses = self._call(self.client.idle_check, timeout=min(self.IDLE_SLICE, left))
+                changed = self._announces_change(responses)
+        finally:
+            if self._client is not None:  # not dropped meanwhile
+                self._call(self.client.idle_done)
+        if changed:
+            self._selected = None  # what SELECT said is stale now
+        return changed
+
+    def _announces_change(self, responses: list[Any]) -> bool:
+        return any(
+            isinstance(item, tuple) and len(item) > 1 and item[1] in self.CHANGE_RESPONSES
+            for item in responses
+        )
 
     def changes(self, folder: str, cursor: str | None, limit: int, since: date) -> Batch:
         # Each reading of a folder starts with a fresh SELECT: that is what reports new mail

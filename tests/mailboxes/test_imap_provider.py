@@ -3,6 +3,7 @@
 import random
 import socket
 import threading
+import time
 from datetime import UTC, timedelta
 from itertools import pairwise
 
@@ -426,3 +427,59 @@ def test_uid_sets_fit_the_line_cover_every_uid_once_and_compact_every_run(seed, 
     room = MAX_COMMAND_BYTES - len(f"{tag} UID FETCH  {items}\r\n")
     for uid_set, following in pairwise(sets):
         assert len(uid_set) + len(",") + len(following.split(",")[0]) > room
+
+
+# -- waiting for a change (IDLE, for the watchers) -----------------------------------------
+
+
+def test_idle_wakes_on_new_mail_and_times_out_without(dovecot, smtp_server, account):
+    user, password, own = account
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        started = time.monotonic()
+        quiet = provider.wait_for_change("INBOX", 1.5, lambda: False)
+        waited = time.monotonic() - started
+
+        threading.Timer(0.5, own.deliver, args=[build_email(subject="new")]).start()
+        started = time.monotonic()
+        woke = provider.wait_for_change("INBOX", 20, lambda: False)
+        woke_after = time.monotonic() - started
+        # The connection is still usable after IDLE ends: the new message is listed.
+        batch = provider.changes("INBOX", None, 10, SINCE)
+
+    assert quiet is False and 1.4 <= waited < 5
+    assert woke is True and woke_after < 10
+    assert [meta.subject for meta in batch.messages] == ["new"]
+
+
+def test_idle_ends_when_asked_to_stop(dovecot, smtp_server, account):
+    user, password, _own = account
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        started = time.monotonic()
+        changed = provider.wait_for_change("INBOX", 60, stop.is_set)
+
+    assert changed is False and time.monotonic() - started < 5
+
+
+def test_a_connection_dropped_during_idle_is_a_server_error(dovecot, smtp_server, account):
+    user, password, _own = account
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        provider.wait_for_change("INBOX", 0.1, lambda: False)  # connected, IDLE supported
+        provider.client.socket().shutdown(socket.SHUT_RDWR)  # the network drops it
+
+        with pytest.raises(ServerUnavailable):
+            provider.wait_for_change("INBOX", 5, lambda: False)
+
+
+def test_mail_that_arrived_between_two_waits_is_announced_by_the_next(
+    dovecot, smtp_server, account
+):
+    user, password, own = account
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        assert provider.wait_for_change("INBOX", 0, lambda: False) is False  # selected
+        own.deliver(build_email(subject="while the watcher synced"))
+        started = time.monotonic()
+
+        assert provider.wait_for_change("INBOX", 20, lambda: False) is True
+        assert time.monotonic() - started < 2  # at once, not at the server's next check

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from engagements.models import EmailEngagement
-from mailboxes.leases import LEASE_DURATION, LeaseLost, claim_lease, fence_off, hold_lease
+from mailboxes.leases import LeaseLost, claim_lease, fence_off, hold_lease, lease_duration
 from mailboxes.models import Folder, Mailbox, MessageMeta
 from mailboxes.services import reset_sync_state
 from sync.services import sync_mailbox
@@ -37,7 +37,7 @@ def test_the_lease_of_a_dead_sync_is_taken_over_once_it_expires(connected, track
     account[2].deliver(reply(1))
     claim_lease(connected.pk)  # ...by a process that then died
 
-    with time_machine.travel(timezone.now() + LEASE_DURATION + timedelta(seconds=1)):
+    with time_machine.travel(timezone.now() + lease_duration() + timedelta(seconds=1)):
         result = sync(connected)
 
     assert not result.already_syncing
@@ -138,7 +138,7 @@ def test_a_finished_sync_gives_the_lease_back(connected, account):
 def test_a_slow_sync_keeps_its_expired_lease_while_nobody_claims_it(connected):
     epoch = claim_lease(connected.pk)
 
-    with time_machine.travel(timezone.now() + LEASE_DURATION * 2):
+    with time_machine.travel(timezone.now() + lease_duration() * 2):
         hold_lease(connected.pk, epoch)  # a long first read: still its own, renewed
 
     assert Mailbox.objects.get(pk=connected.pk).is_syncing

@@ -60,6 +60,21 @@ def test_the_schedule_does_not_queue_a_mailbox_twice(queued_for_real, mailbox):
     assert second == "queued 0 mailbox sync(s); 1 already queued"
 
 
+def test_the_schedule_leaves_watched_mailboxes_to_their_watcher(queued_for_real, mailbox):
+    from sync.models import MailboxWatch
+
+    until = timezone.now() + timedelta(seconds=30)
+    watch = MailboxWatch.objects.create(mailbox=mailbox, watcher="other:1:abc", expires_at=until)
+    watched = sync_all_mailboxes_task()
+    watch.expires_at = timezone.now() - timedelta(seconds=1)  # its watcher went silent
+    watch.save()
+    orphaned = sync_all_mailboxes_task()
+
+    assert watched == "queued 0 mailbox sync(s)"
+    assert orphaned == "queued 1 mailbox sync(s)"
+    assert OrmQ.objects.count() == 1
+
+
 def test_a_queued_sync_lost_by_the_broker_is_queued_again_after_its_retry_window(
     queued_for_real, settings, mailbox
 ):

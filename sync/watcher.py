@@ -1,0 +1,211 @@
+"""Mailbox watchers: replies on the timeline within seconds, not at the next scheduled sync.
+
+`manage.py watch_mailboxes` runs one Watcher; run one or many, on one machine or many. Each
+round (every CRM_WATCH_TICK_SECONDS) a watcher says it is alive (a Watcher row), renews the
+mailboxes it watches (MailboxWatch rows, valid for CRM_WATCH_TTL_SECONDS) and evens out the
+load: the connected mailboxes are shared among the watchers seen lately, each keeping at most
+its fair share (a watcher over it gives mailboxes back, one under it takes free ones, and the
+mailboxes of a watcher that went silent are free once its rows expire).
+
+For each mailbox it watches, a thread keeps a connection waiting for the server to announce a
+change of the inbox (IMAP IDLE), and runs the incremental sync when it does, and every
+CRM_WATCH_POLL_SECONDS anyway (the sent folder; Gmail and Microsoft 365, which cannot announce
+yet, are polled so). The syncs are ordinary ones, each under the mailbox's sync lease: a
+watcher that lost a mailbox (stopped, then resumed) can still start a sync, which then finds
+the lease held or is fenced off, and a sync queued by the schedule or "Sync now" meanwhile
+ends at once. At most CRM_WATCH_SYNCS syncs run at once per watcher, and a thread holds a
+database connection only while it syncs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, close_old_connections, connection, models, transaction
+from django.utils import timezone
+
+from mailboxes.leases import holder_name
+from mailboxes.models import Folder, Mailbox
+from mailboxes.providers.base import ProviderError
+from mailboxes.services import open_provider
+
+from .models import MailboxWatch, Watcher
+from .services import sync_mailbox
+
+logger = logging.getLogger(__name__)
+
+# A sync that found another running (a scheduled one, say) is tried again this often, this
+# many times: what announced the change may have come after that sync read the folder.
+BUSY_RETRY_SECONDS = 2
+BUSY_RETRIES = 5
+# The longest wait before reconnecting to a server that keeps failing.
+MAX_BACKOFF_SECONDS = 300
+
+
+class MailboxThread(threading.Thread):
+    """Watches one mailbox until `stop` is set (see the module docstring)."""
+
+    def __init__(self, watcher: MailboxWatcher, mailbox_id: int) -> None:
+        super().__init__(name=f"watch mailbox {mailbox_id}", daemon=True)
+        self.watcher = watcher
+        self.mailbox_id = mailbox_id
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        backoff = 1.0
+        while not self.stopped():
+            try:
+                mailbox = Mailbox.objects.get(pk=self.mailbox_id)
+                inbox = mailbox.folders.filter(role=Folder.Role.INBOX).first()
+                close_old_connections()
+                with open_provider(mailbox) as provider:
+                    if inbox is not None:
+                        # Select the inbox first: what arrives from now on is announced by
+                        # the next IDLE, what arrived before is read by this sync.
+                        provider.wait_for_change(inbox.name, 0, self.stopped)
+                    self.sync()
+                    while not self.stopped():
+                        changed = None
+                        if inbox is not None:
+                            changed = provider.wait_for_change(
+                                inbox.name, self.watcher.poll, self.stopped
+                            )
+                        if changed is None:  # the server cannot announce changes: poll
+                            self.stop.wait(self.watcher.poll)
+                        if self.stopped():
+                            break
+                        self.sync()
+                        backoff = 1.0
+            except Mailbox.DoesNotExist:
+                return  # removed meanwhile; the next round forgets it
+            except Exception as exc:  # noqa: BLE001 - a watcher outlives its servers' failures
+                if isinstance(exc, ProviderError):
+                    # The syncs record the mailbox's failures (and disconnect it when the
+                    # password changed); this connection only waits and tries again.
+                    logger.info("watching mailbox %s: %s", self.mailbox_id, exc)
+                else:
+                    logger.exception("watching mailbox %s failed", self.mailbox_id)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            finally:
+                close_old_connections()
+
+    def stopped(self) -> bool:
+        return self.stop.is_set() or self.watcher.stopping.is_set()
+
+    def sync(self) -> None:
+        """One incremental sync, in one of the watcher's sync slots; again a little later if
+        another sync of the mailbox was running."""
+        for _attempt in range(BUSY_RETRIES):
+            with self.watcher.sync_slots:
+                try:
+                    result = sync_mailbox(self.mailbox_id)
+                finally:
+                    connection.close()  # idle threads hold no database connection
+            if result.new_messages or result.error:
+                logger.info("mailbox %s: %s", self.mailbox_id, result.summary())
+            if not result.already_syncing or self.stop.wait(BUSY_RETRY_SECONDS):
+                return
+
+
+class MailboxWatcher:
+    """One watcher process's work (see the module docstring). `run()` until `stopping` is set,
+    then every mailbox it watched is given back at once."""
+
+    def __init__(
+        self,
+        *,
+        tick: float | None = None,
+        ttl: float | None = None,
+        poll: float | None = None,
+        syncs: int | None = None,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        self.name = f"{holder_name()}:{secrets.token_hex(3)}"
+        self.tick = tick if tick is not None else settings.CRM_WATCH_TICK_SECONDS
+        self.ttl = timedelta(seconds=ttl if ttl is not None else settings.CRM_WATCH_TTL_SECONDS)
+        self.poll = poll if poll is not None else settings.CRM_WATCH_POLL_SECONDS
+        if connection.vendor == "sqlite":
+            syncs = 1  # one writer at a time anyway
+        self.sync_slots = threading.BoundedSemaphore(syncs or settings.CRM_WATCH_SYNCS)
+        self.stopping = threading.Event()
+        self.threads: dict[int, MailboxThread] = {}
+        self.report = report or (lambda line: logger.info("%s", line))
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                self.round()
+                self.stopping.wait(self.tick)
+        finally:
+            self.shutdown()
+
+    def round(self) -> None:
+        """Say this watcher is alive, renew its mailboxes, take or give back to reach its fair
+        share, and have a thread for each mailbox it holds and none for the others."""
+        now = timezone.now()
+        Watcher.objects.update_or_create(name=self.name, defaults={"seen_at": now})
+        Watcher.objects.filter(seen_at__lt=now - self.ttl).delete()  # gone silent
+        mine = MailboxWatch.objects.filter(watcher=self.name)
+        mine.exclude(mailbox__state=Mailbox.State.CONNECTED).delete()
+        mine.update(expires_at=now + self.ttl)
+        held = set(mine.values_list("mailbox_id", flat=True))
+        watchers = Watcher.objects.filter(seen_at__gte=now - self.ttl).count()
+        share = math.ceil(Mailbox.objects.connected().count() / max(watchers, 1))
+        if len(held) > share:
+            extra = sorted(held)[share:]
+            mine.filter(mailbox_id__in=extra).delete()
+            held -= set(extra)
+        elif len(held) < share:
+            held |= self._claim(share - len(held), now)
+        for mailbox_id in set(self.threads) - held:
+            self.threads.pop(mailbox_id).stop.set()
+        for mailbox_id in sorted(held - set(self.threads)):
+            thread = self.threads[mailbox_id] = MailboxThread(self, mailbox_id)
+            thread.start()
+        self.report(f"{self.name}: watching {len(held)} of share {share} ({watchers} watchers)")
+
+    def _claim(self, count: int, now: datetime) -> set[int]:
+        """Take up to `count` connected mailboxes nobody watches (or whose watcher went
+        silent), in random order so that watchers starting together rarely collide."""
+        free = (
+            Mailbox.objects.connected()
+            .filter(models.Q(watch__isnull=True) | models.Q(watch__expires_at__lt=now))
+            .order_by("?")
+            .values_list("pk", flat=True)[: count * 2]
+        )
+        taken: set[int] = set()
+        for mailbox_id in free:
+            if len(taken) == count:
+                break
+            claimed = MailboxWatch.objects.filter(mailbox_id=mailbox_id, expires_at__lt=now).update(
+                watcher=self.name, expires_at=now + self.ttl
+            )
+            if not claimed:
+                try:
+                    with transaction.atomic():
+                        MailboxWatch.objects.create(
+                            mailbox_id=mailbox_id, watcher=self.name, expires_at=now + self.ttl
+                        )
+                except IntegrityError:
+                    continue  # another watcher took it first
+            taken.add(mailbox_id)
+        return taken
+
+    def shutdown(self) -> None:
+        """Stop every thread and give every mailbox back, so that others watch them now."""
+        self.stopping.set()
+        for thread in self.threads.values():
+            thread.stop.set()
+        for thread in self.threads.values():
+            thread.join(timeout=30)
+        self.threads.clear()
+        MailboxWatch.objects.filter(watcher=self.name).delete()
+        Watcher.objects.filter(name=self.name).delete()
+        close_old_connections()
