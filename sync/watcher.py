@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 # many times: what announced the change may have come after that sync read the folder.
 BUSY_RETRY_SECONDS = 2
 BUSY_RETRIES = 5
+# Logins one watcher makes at once when it starts watching many mailboxes.
+CONNECTS_AT_ONCE = 8
 # The longest wait before reconnecting to a server that keeps failing.
 MAX_BACKOFF_SECONDS = 300
 
@@ -63,12 +65,14 @@ class MailboxThread(threading.Thread):
             try:
                 mailbox = Mailbox.objects.get(pk=self.mailbox_id)
                 inbox = mailbox.folders.filter(role=Folder.Role.INBOX).first()
-                close_old_connections()
+                connection.close()  # this thread holds none while it waits
                 with open_provider(mailbox) as provider:
                     if inbox is not None:
                         # Select the inbox first: what arrives from now on is announced by
-                        # the next IDLE, what arrived before is read by this sync.
-                        provider.wait_for_change(inbox.name, 0, self.stopped)
+                        # the next IDLE, what arrived before is read by this sync. (A few
+                        # logins at a time: hundreds at once overwhelm a server's auth.)
+                        with self.watcher.connect_slots:
+                            provider.wait_for_change(inbox.name, 0, self.stopped)
                     self.sync()
                     while not self.stopped():
                         changed = None
@@ -86,15 +90,17 @@ class MailboxThread(threading.Thread):
                 return  # removed meanwhile; the next round forgets it
             except Exception as exc:  # noqa: BLE001 - a watcher outlives its servers' failures
                 if isinstance(exc, ProviderError):
-                    # The syncs record the mailbox's failures (and disconnect it when the
-                    # password changed); this connection only waits and tries again.
+                    # A sync records the failure as any sync's (retried with backoff, or a
+                    # disconnection when the password changed, SPEC D1/D2); this connection
+                    # waits and tries again.
                     logger.info("watching mailbox %s: %s", self.mailbox_id, exc)
+                    self.sync()
                 else:
                     logger.exception("watching mailbox %s failed", self.mailbox_id)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             finally:
-                close_old_connections()
+                connection.close()
 
     def stopped(self) -> bool:
         return self.stop.is_set() or self.watcher.stopping.is_set()
@@ -134,12 +140,18 @@ class MailboxWatcher:
         if connection.vendor == "sqlite":
             syncs = 1  # one writer at a time anyway
         self.sync_slots = threading.BoundedSemaphore(syncs or settings.CRM_WATCH_SYNCS)
+        self.connect_slots = threading.BoundedSemaphore(CONNECTS_AT_ONCE)
         self.stopping = threading.Event()
         self.threads: dict[int, MailboxThread] = {}
         self.report = report or (lambda line: logger.info("%s", line))
 
     def run(self) -> None:
         try:
+            # Say hello first and claim from the next round on: watchers started together
+            # then see each other before taking anything, instead of the first taking all
+            # and giving half back a round later.
+            Watcher.objects.update_or_create(name=self.name, defaults={"seen_at": timezone.now()})
+            self.stopping.wait(self.tick)
             while not self.stopping.is_set():
                 self.round()
                 self.stopping.wait(self.tick)

@@ -207,6 +207,11 @@ class _SMTP_SSL(smtplib.SMTP_SSL, _SMTP):  # noqa: N801 - as smtplib's
         smtplib.SMTP_SSL.__init__(self, host, port, **kwargs)
 
 
+# A refused LOGIN that says the server, not the password, is the trouble (RFC 5530 codes;
+# Dovecot's "Temporary authentication failure").
+_TEMPORARY_LOGIN_FAILURE = re.compile(r"\[(UNAVAILABLE|SERVERBUG|INUSE)\]|temporar", re.I)
+
+
 class ImapProvider:
     """One IMAP connection for the duration of a `with` block."""
 
@@ -215,6 +220,10 @@ class ImapProvider:
         self.settings = ImapSettings.from_dict(config.settings)
         self._client: IMAPClient | None = None
         self._selected: tuple[str, dict[bytes, Any]] | None = None
+        # The folder this session has selected since the last wait_for_change found it so:
+        # its server-side state is current, and re-selecting it would swallow the changes
+        # a NOOP reports.
+        self._watched: str | None = None
         self._pending: dict[tuple[str, int], list[int]] = {}
         self._tls: ssl.SSLContext | None = None
         self._fresh: set[str] = set()
@@ -276,7 +285,14 @@ class ImapProvider:
             raise describe_network_error(exc, s.imap_host, s.imap_port) from None
         try:
             client.login(s.username, self.config.credentials["password"])
-        except LoginError:
+        except LoginError as exc:
+            if _TEMPORARY_LOGIN_FAILURE.search(str(exc)):
+                # RFC 5530: the server could not check the password just now (busy, its
+                # password database down): not the user's password, no disconnection.
+                raise ServerUnavailable(
+                    f"{s.imap_host} could not check the password just now; Threadline "
+                    "tries again shortly."
+                ) from None
             raise AuthFailed(
                 "The IMAP server refused the username or password. Check them; some "
                 "providers need an app password instead of your usual one."
@@ -312,6 +328,7 @@ class ImapProvider:
             return fn(*args, **kwargs)
         except (OSError, imaplib.IMAP4.abort) as exc:
             self._client = None
+            self._selected = self._watched = None  # a new connection selects nothing yet
             s = self.settings
             raise describe_network_error(exc, s.imap_host, s.imap_port) from None
         except imaplib.IMAP4.error as exc:
@@ -374,6 +391,8 @@ class ImapProvider:
     # -- sync -------------------------------------------------------------------------
     def _select(self, folder: str) -> dict[bytes, Any]:
         if self._selected is None or self._selected[0] != folder:
+            if folder != self._watched:
+                self._watched = None
             info = self._call(self.client.select_folder, folder, readonly=True)
             self._selected = (folder, info)
         return self._selected[1]
@@ -391,13 +410,16 @@ class ImapProvider:
         has no IDLE."""
         if not self._call(self.client.has_capability, "IDLE"):
             return None
-        self._select(folder)
-        # What changed since this connection's last command: a server need not announce it
-        # when IDLE starts (Dovecot does not), and NOOP's answer does.
+        if self._watched != folder:
+            self._select(folder)
+            self._watched = folder
+        # What changed since this connection's last command (a sync in between, say): a
+        # server need not announce it when IDLE starts (Dovecot does not); NOOP's answer
+        # does. A SELECT here instead would count it as already there, and tell nothing.
         changed = self._announces_change(self._call(self.client.noop)[1])
         if changed or seconds <= 0:
             if changed:
-                self._selected = None
+                self._selected = None  # what SELECT said is stale for changes()
             return changed
         self._call(self.client.idle)
         try:
@@ -412,7 +434,7 @@ class ImapProvider:
             if self._client is not None:  # not dropped meanwhile
                 self._call(self.client.idle_done)
         if changed:
-            self._selected = None  # what SELECT said is stale now
+            self._selected = None  # what SELECT said is stale for changes()
         return changed
 
     def _announces_change(self, responses: list[Any]) -> bool:
@@ -627,7 +649,7 @@ class ImapProvider:
         """`UID SEARCH HEADER Message-ID <id>` in the sent folder, selected read-only. Only
         what was filed is found: a message the SMTP server accepted just before the worker
         died, and that nobody appended, is not (the reconciler decides what that means)."""
-        self._selected = None
+        self._selected = self._watched = None
         self._call(self.client.select_folder, folder, readonly=True)
         return bool(self._call(self.client.search, ["HEADER", "Message-ID", message_id]))
 

@@ -15,6 +15,7 @@ from mailboxes.providers.base import (
     AuthFailed,
     FolderInfo,
     ProviderConfig,
+    ProviderError,
     ServerUnavailable,
     TlsFailed,
     WrongProtocol,
@@ -483,3 +484,47 @@ def test_mail_that_arrived_between_two_waits_is_announced_by_the_next(
 
         assert provider.wait_for_change("INBOX", 20, lambda: False) is True
         assert time.monotonic() - started < 2  # at once, not at the server's next check
+
+
+def test_mail_that_arrived_while_the_caller_synced_is_announced_by_the_next_wait(
+    dovecot, smtp_server, account
+):
+    user, password, own = account
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        provider.wait_for_change("INBOX", 0, lambda: False)
+        threading.Timer(0.3, own.deliver, args=[build_email(subject="first")]).start()
+        assert provider.wait_for_change("INBOX", 20, lambda: False) is True
+        own.deliver(build_email(subject="during the sync"))  # the caller syncs meanwhile
+        started = time.monotonic()
+
+        assert provider.wait_for_change("INBOX", 20, lambda: False) is True
+        assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (
+            b"TAG NO [UNAVAILABLE] Temporary authentication failure. [host:2026]\r\n",
+            ServerUnavailable,
+        ),
+        (b"TAG NO [SERVERBUG] Internal error occurred.\r\n", ServerUnavailable),
+        (b"TAG NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", AuthFailed),
+        (b"TAG NO LOGIN failed.\r\n", AuthFailed),
+    ],
+)
+def test_a_login_the_server_could_not_check_does_not_pass_for_a_wrong_password(answer, expected):
+    listener = scripted_server(answer)
+    cfg = ProviderConfig(
+        email_address="a@example.com",
+        settings={"imap_host": "127.0.0.1", "imap_port": listener.getsockname()[1],
+                  "imap_security": "plain", "smtp_host": "127.0.0.1", "smtp_port": 1,
+                  "smtp_security": "plain", "username": "a"},
+        credentials={"password": "secret"},
+        allow_plaintext_loopback=True, allow_private_hosts=True, timeout=5,
+    )  # fmt: skip
+    with listener, get_provider("imap", cfg) as provider, pytest.raises(ProviderError) as caught:
+        provider.client  # noqa: B018 - connecting and logging in
+
+    assert type(caught.value) is expected
+    assert caught.value.disconnects is (expected is AuthFailed)  # a busy server never does

@@ -120,8 +120,13 @@ class DovecotServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, *, special_use: bool = True) -> None:
+    def __init__(
+        self, *, special_use: bool = True, users: int = USER_POOL, extra_config: str = ""
+    ) -> None:
+        """`users` fresh mailboxes are made ready; `extra_config` is appended to the config
+        (a benchmark's process limits, say)."""
         self.special_use = special_use
+        self.extra_config = extra_config
         # Short path: Dovecot's UNIX sockets live in base_dir (107-byte limit).
         self.dir = Path(tempfile.mkdtemp(prefix="dc", dir="/tmp"))
         self.port, self.tls_port = free_port(), free_port()
@@ -131,7 +136,7 @@ class DovecotServer:
         self.mail_uid, self.mail_gid = account.pw_uid, account.pw_gid
         # Dovecot re-reads a changed passwd-file at most once a second, so users are created
         # up front: add_user() hands out the next fresh, empty mailbox at once.
-        self.users = {f"user{n}": f"user{n}-secret" for n in range(1, USER_POOL + 1)}
+        self.users = {f"user{n}": f"user{n}-secret" for n in range(1, users + 1)}
         self._next_user = itertools.count(1)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -140,7 +145,7 @@ class DovecotServer:
         """A user with an empty mailbox: (name, password)."""
         name = f"user{next(self._next_user)}"
         if name not in self.users:
-            raise RuntimeError(f"more than {USER_POOL} users asked of one Dovecot server")
+            raise RuntimeError(f"more than {len(self.users)} users asked of one Dovecot server")
         return name, self.users[name]
 
     def set_password(self, name: str, password: str) -> None:
@@ -189,14 +194,17 @@ class DovecotServer:
                 "login_chroot": "",
                 "anvil_chroot": "",
             }
-        config = CONFIG.format(
-            dir=self.dir,
-            port=self.port,
-            tls_port=self.tls_port,
-            folders=SPECIAL_USE_FOLDERS if self.special_use else PLAIN_FOLDERS,
-            mail_uid=self.mail_uid,
-            mail_gid=self.mail_gid,
-            **users,
+        config = (
+            CONFIG.format(
+                dir=self.dir,
+                port=self.port,
+                tls_port=self.tls_port,
+                folders=SPECIAL_USE_FOLDERS if self.special_use else PLAIN_FOLDERS,
+                mail_uid=self.mail_uid,
+                mail_gid=self.mail_gid,
+                **users,
+            )
+            + self.extra_config
         )
         (self.dir / "dovecot.conf").write_text(config)
         self.process = subprocess.Popen(
