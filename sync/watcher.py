@@ -40,10 +40,10 @@ from .services import sync_mailbox
 
 logger = logging.getLogger(__name__)
 
-# A sync that found another running (a scheduled one, say) is tried again this often, this
-# many times: what announced the change may have come after that sync read the folder.
+# A sync that found another running (a scheduled one, or one of a watcher that died, until
+# its lease expires) is tried again this often, until it runs: what announced the change may
+# have come after that sync read the folder.
 BUSY_RETRY_SECONDS = 2
-BUSY_RETRIES = 5
 # Logins one watcher makes at once when it starts watching many mailboxes.
 CONNECTS_AT_ONCE = 8
 # The longest wait before reconnecting to a server that keeps failing.
@@ -106,9 +106,9 @@ class MailboxThread(threading.Thread):
         return self.stop.is_set() or self.watcher.stopping.is_set()
 
     def sync(self) -> None:
-        """One incremental sync, in one of the watcher's sync slots; again a little later if
-        another sync of the mailbox was running."""
-        for _attempt in range(BUSY_RETRIES):
+        """One incremental sync, in one of the watcher's sync slots; again a little later
+        while another sync of the mailbox holds its lease."""
+        while True:
             with self.watcher.sync_slots:
                 try:
                     result = sync_mailbox(self.mailbox_id)
