@@ -5,6 +5,10 @@ database lives in this process's memory)."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +50,29 @@ def marked(mark: str) -> list[int]:
         if state != "Z":
             found.append(int(entry))
     return found
+
+
+def start_command(*args: str, env: dict[str, str], output=subprocess.DEVNULL) -> subprocess.Popen:
+    """`manage.py ARGS` in a session of its own, so that a signal to its process group
+    reaches it and every process it starts; stdout and stderr go to `output`."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, start_new_session=True,
+        stdout=output, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def kill_command(process: subprocess.Popen) -> None:
+    """SIGKILL a command started by start_command and all its processes (stopped or not)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGCONT)
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def left_behind(mark: str, seconds: float = 10) -> list[int]:
+    """The processes carrying `mark` still alive after up to `seconds` (the kernel reaps a
+    killed process's children a moment later)."""
+    deadline = time.monotonic() + seconds
+    while marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return marked(mark)

@@ -4,11 +4,7 @@ fakes; tasks go to the ORM broker's queue and are run from it, as a worker does.
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from io import StringIO
@@ -38,7 +34,13 @@ from mailboxes.services import open_provider, send_message
 from tests.factories import ContactEmailFactory, ContactFactory
 from tests.mailboxes.conftest import gmail, google, microsoft, outlook  # noqa: F401 - fixtures
 from tests.mailboxes.helpers import connect_imap
-from tests.processes import ROOT, child_environment, marked, needs_a_shared_database
+from tests.processes import (
+    child_environment,
+    kill_command,
+    left_behind,
+    needs_a_shared_database,
+    start_command,
+)
 from tests.servers.dovecot import free_port
 from tests.servers.smtp import SmtpServer
 
@@ -79,6 +81,14 @@ def die_while_sending(engagement):
     OutgoingEmail.objects.filter(engagement=engagement).update(
         attempts=1, last_attempt_at=now, reconcile_at=now + lost_after()
     )
+
+
+def interrupted_send(mailbox, owner, team, **fields):
+    """An email whose worker died while sending it, its task lost with it."""
+    engagement = send(mailbox, owner, team, **fields)
+    lose_the_queue()
+    die_while_sending(engagement)
+    return engagement
 
 
 def send_for_real(mailbox, engagement):
@@ -180,9 +190,7 @@ def test_an_email_queued_again_shows_waiting_to_send(
 ):
     contact = ContactFactory(team=team)
     ContactEmailFactory(contact=contact, email="ada@example.com")
-    engagement = send(connected, owner, team, contacts=[contact])
-    lose_the_queue()
-    die_while_sending(engagement)
+    engagement = interrupted_send(connected, owner, team, contacts=[contact])
 
     with past_the_deadline():
         reconcile_outbox()
@@ -198,9 +206,7 @@ def test_an_email_queued_again_shows_waiting_to_send(
 def test_an_interrupted_send_found_in_sent_is_recorded_sent_without_sending_again(
     queued_for_real, connected, owner, team, smtp_server, account
 ):
-    engagement = send(connected, owner, team)
-    lose_the_queue()
-    die_while_sending(engagement)
+    engagement = interrupted_send(connected, owner, team)
     send_for_real(connected, engagement)
 
     with past_the_deadline():
@@ -219,9 +225,7 @@ def test_an_interrupted_send_found_in_sent_is_recorded_sent_without_sending_agai
 def test_an_interrupted_send_the_server_accepted_is_recorded_sent_and_filed(
     queued_for_real, connected, owner, team, smtp_server, account
 ):
-    engagement = send(connected, owner, team)
-    lose_the_queue()
-    die_while_sending(engagement)
+    engagement = interrupted_send(connected, owner, team)
     outgoing = OutgoingEmail.objects.get(engagement=engagement)
 
     def accepted():
@@ -243,9 +247,7 @@ def test_an_interrupted_send_the_server_accepted_is_recorded_sent_and_filed(
 def test_an_accepted_send_of_a_mailbox_disconnected_since_is_recorded_sent(
     queued_for_real, connected, owner, team, smtp_server, account
 ):
-    engagement = send(connected, owner, team)
-    lose_the_queue()
-    die_while_sending(engagement)
+    engagement = interrupted_send(connected, owner, team)
     OutgoingEmail.objects.filter(engagement=engagement).update(accepted_at=timezone.now())
     Mailbox.objects.filter(pk=connected.pk).update(state=Mailbox.State.DISCONNECTED)
 
@@ -263,9 +265,7 @@ def test_an_accepted_send_of_a_mailbox_disconnected_since_is_recorded_sent(
 def test_an_interrupted_send_that_never_reached_the_server_is_sent_once(
     queued_for_real, connected, owner, team, smtp_server, account
 ):
-    engagement = send(connected, owner, team)
-    lose_the_queue()
-    die_while_sending(engagement)
+    engagement = interrupted_send(connected, owner, team)
 
     with past_the_deadline():
         result = reconcile_outbox()
@@ -281,9 +281,7 @@ def test_an_interrupted_send_that_never_reached_the_server_is_sent_once(
 def test_an_interrupted_send_without_a_sent_folder_is_left_to_the_user(
     queued_for_real, connected, owner, team, smtp_server
 ):
-    engagement = send(connected, owner, team)
-    lose_the_queue()
-    die_while_sending(engagement)
+    engagement = interrupted_send(connected, owner, team)
     connected.folders.filter(role=Folder.Role.SENT).delete()
 
     with past_the_deadline():
@@ -300,9 +298,7 @@ def test_an_interrupted_send_without_a_sent_folder_is_left_to_the_user(
 def test_a_mailbox_that_cannot_be_asked_is_asked_again_after_the_next_deadline(
     queued_for_real, connected, owner, team, smtp_server, dovecot
 ):
-    engagement = send(connected, owner, team)
-    lose_the_queue()
-    die_while_sending(engagement)
+    engagement = interrupted_send(connected, owner, team)
     Mailbox.objects.filter(pk=connected.pk).update(
         settings={**connected.settings, "imap_port": free_port()}
     )
@@ -454,9 +450,7 @@ def test_an_interrupted_send_the_service_filed_is_recorded_sent_once(
     queued_for_real, oauth_mailbox, owner, team
 ):
     mailbox, fake = oauth_mailbox
-    engagement = send(mailbox, owner, team)
-    lose_the_queue()
-    die_while_sending(engagement)
+    engagement = interrupted_send(mailbox, owner, team)
     send_for_real(mailbox, engagement)
 
     with past_the_deadline():
@@ -474,9 +468,7 @@ def test_an_interrupted_send_the_service_never_got_is_sent_once(
     mailbox, fake = oauth_mailbox
     other = send(mailbox, owner, team, subject="another, sent")
     run_the_queue()  # something else is in the sent folder
-    engagement = send(mailbox, owner, team)
-    lose_the_queue()
-    die_while_sending(engagement)
+    engagement = interrupted_send(mailbox, owner, team)
 
     with past_the_deadline():
         result = reconcile_outbox()
@@ -565,20 +557,13 @@ def test_a_worker_killed_while_sending_leaves_the_email_sent_once(
         engagement = send(mailbox, owner, team)
         smtp.hold_at = killed_at
         mark = f"send-kill-{os.getpid()}-{killed_at}"
-        cluster = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=child_environment(mark),
-            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        cluster = start_command("qcluster", env=child_environment(mark))
         try:
             reached = smtp.reached.wait(60)
         finally:
-            os.killpg(cluster.pid, signal.SIGKILL)
-            cluster.wait(timeout=30)
+            kill_command(cluster)
         assert reached, "the cluster's worker never reached the SMTP server"
-        deadline = time.monotonic() + 10
-        while marked(mark) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marked(mark) == [], "the killed cluster left a process behind"
+        assert left_behind(mark) == [], "the killed cluster left a process behind"
         assert status(engagement) == "sending"
         lose_the_queue()  # the dead worker's task died with it
         smtp.hold_at = ""

@@ -25,7 +25,7 @@ from mailboxes.leases import claim_lease, release_lease
 from mailboxes.models import Mailbox, MessageMeta, SyncLease
 from mailboxes.services import reset_sync_state
 from tests.mailboxes.helpers import SENT_ID, build_email, reply
-from tests.processes import ROOT, child_environment, marked, needs_a_shared_database
+from tests.processes import ROOT, child_environment, left_behind, needs_a_shared_database
 
 KILLS = 30
 REPLIES = 60
@@ -93,10 +93,7 @@ def test_a_sync_killed_30_times_at_random_loses_and_duplicates_nothing(connected
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         kills += 1
-        deadline = time.monotonic() + 5
-        while marked(mark) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marked(mark) == [], "a killed sync left a process behind"
+        assert left_behind(mark, seconds=5) == [], "a killed sync left a process behind"
         # The dead sync's lease would expire in minutes: let it expire now.
         SyncLease.objects.filter(mailbox=connected).update(expires_at=timezone.now())
 

@@ -9,7 +9,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import timedelta
@@ -22,7 +21,13 @@ from mailboxes.leases import claim_lease, release_lease
 from mailboxes.models import MessageMeta, SyncLease
 from sync.models import MailboxWatch
 from tests.mailboxes.helpers import SENT_ID, UserMailbox, build_email, connect_imap, track_proposal
-from tests.processes import ROOT, child_environment, marked, needs_a_shared_database
+from tests.processes import (
+    child_environment,
+    kill_command,
+    left_behind,
+    needs_a_shared_database,
+    start_command,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), needs_a_shared_database]
 
@@ -49,10 +54,7 @@ class Watchers:
 
     def start(self) -> subprocess.Popen:
         log = (self.tmp_path / f"watcher-{len(self.processes)}.log").open("w")
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "watch_mailboxes"], cwd=ROOT, env=self.env,
-            start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        process = start_command("watch_mailboxes", env=self.env, output=log)
         self.processes.append(process)
         return process
 
@@ -61,10 +63,7 @@ class Watchers:
 
     def close(self) -> None:
         for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGCONT)
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+            kill_command(process)
 
 
 def wait_until(check, timeout: float, what: str):
@@ -180,10 +179,7 @@ def test_watchers_share_the_mailboxes_and_survive_kill_stop_and_add(watched, tmp
         assert shares() == [expected, expected]
     finally:
         watchers.close()
-    deadline = time.monotonic() + 10
-    while marked(mark) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marked(mark) == [], "a watcher left a process behind"
+    assert left_behind(mark) == [], "a watcher left a process behind"
 
     print(f"arrival to timeline: max {max(latencies):.2f} s; takeover {takeover:.1f} s")
     logged = Counter(

@@ -5,7 +5,6 @@ servers; PostgreSQL only (tests/processes.py)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,14 @@ from django_q.models import Schedule, Task
 from engagements.models import EmailEngagement
 from mailboxes.models import Mailbox, MessageMeta
 from tests.mailboxes.helpers import SENT_ID, UserMailbox, build_email, connect_imap, track_proposal
-from tests.processes import ROOT, child_environment, marked, needs_a_shared_database
+from tests.processes import (
+    ROOT,
+    child_environment,
+    kill_command,
+    left_behind,
+    needs_a_shared_database,
+    start_command,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), needs_a_shared_database]
 
@@ -41,16 +47,6 @@ def _manage(env: dict[str, str], *args: str) -> str:
     return done.stdout.strip()
 
 
-def _stop(clusters: list[subprocess.Popen], mark: str) -> None:
-    for cluster in clusters:
-        os.killpg(cluster.pid, signal.SIGKILL)
-        cluster.wait(timeout=30)
-    deadline = time.monotonic() + 10
-    while marked(mark) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marked(mark) == [], "a cluster left a process behind"
-
-
 def test_two_clusters_on_redis_sync_every_mailbox_once(
     mail_settings, dovecot, smtp_server, redis_server, team, owner
 ):
@@ -68,17 +64,7 @@ def test_two_clusters_on_redis_sync_every_mailbox_once(
     Schedule.objects.all().delete()  # the clusters run what this test queues, nothing else
     mark = f"workers-{os.getpid()}"
     env = _environment(redis_server, mark)
-    clusters = [
-        subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(CLUSTERS)
-    ]
+    clusters = [start_command("qcluster", env=env) for _ in range(CLUSTERS)]
     try:
         # What the schedule does, in a process of its own: the tasks go to Redis.
         queued = _manage(env, "shell", "--no-imports", "-c", _QUEUE_ALL)
@@ -88,7 +74,9 @@ def test_two_clusters_on_redis_sync_every_mailbox_once(
                 break
             time.sleep(0.2)
     finally:
-        _stop(clusters, mark)
+        for cluster in clusters:
+            kill_command(cluster)
+    assert left_behind(mark) == [], "a cluster left a process behind"
 
     assert queued == f"queued {MAILBOXES} mailbox sync(s)"
     assert _calls(redis_server, "rpush") - pushed >= MAILBOXES  # they went through Redis
