@@ -262,6 +262,8 @@ CRM_OAUTH = {
         "client_secret": GOOGLE_CLIENT_SECRET,
         "token_uri": env_str("GOOGLE_TOKEN_URI", "https://oauth2.googleapis.com/token"),
         "api_root": env_str("GMAIL_API_ROOT", "https://gmail.googleapis.com/"),
+        # The keys that sign Pub/Sub's push tokens.
+        "certs_uri": env_str("GOOGLE_CERTS_URI", "https://www.googleapis.com/oauth2/v1/certs"),
     },
     "graph": {
         "client_id": MICROSOFT_CLIENT_ID,
@@ -407,6 +409,20 @@ CRM_SYNC_LEASE_SECONDS = env_int("CRM_SYNC_LEASE_SECONDS", 300)
 CRM_WATCH_TICK_SECONDS = env_int("CRM_WATCH_TICK_SECONDS", 5)
 CRM_WATCH_TTL_SECONDS = env_int("CRM_WATCH_TTL_SECONDS", 30)
 CRM_WATCH_POLL_SECONDS = env_int("CRM_WATCH_POLL_SECONDS", 60)
+# Push instead of polling (sync/push.py), off unless configured. Gmail: the Pub/Sub topic
+# Gmail publishes to (projects/<project>/topics/<topic>), whose push subscription delivers to
+# <CRM_SITE_URL>/push/gmail/ with authentication by this service account (and this audience,
+# by default the endpoint's URL). Microsoft 365: Graph posts to <CRM_SITE_URL>/push/graph/,
+# which must then be reachable from the internet over HTTPS.
+CRM_GMAIL_PUSH_TOPIC = env_str("CRM_GMAIL_PUSH_TOPIC", "")
+CRM_GMAIL_PUSH_SERVICE_ACCOUNT = env_str("CRM_GMAIL_PUSH_SERVICE_ACCOUNT", "")
+CRM_GMAIL_PUSH_AUDIENCE = env_str("CRM_GMAIL_PUSH_AUDIENCE", "")
+CRM_GRAPH_PUSH = env_bool("CRM_GRAPH_PUSH", False)
+if CRM_GMAIL_PUSH_TOPIC and not CRM_GMAIL_PUSH_SERVICE_ACCOUNT:
+    raise ImproperlyConfigured(
+        "CRM_GMAIL_PUSH_TOPIC needs CRM_GMAIL_PUSH_SERVICE_ACCOUNT: the service account of the "
+        "push subscription, whose tokens prove a push comes from Pub/Sub."
+    )
 # How many syncs one watcher runs at once (each uses a database connection while it runs).
 CRM_WATCH_SYNCS = env_int("CRM_WATCH_SYNCS", 4)
 # The retention purge (SPEC R2-R4): daily by default.

@@ -15,6 +15,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("team/", include("teams.urls")),
     path("mailboxes/", include("mailboxes.urls")),
+    path("push/", include("sync.urls")),
     path("", include("contacts.urls")),
     path("", include("engagements.urls")),
     path("admin/", admin.site.urls),

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import models, transaction
+from django.urls import reverse
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -66,6 +67,20 @@ def provider_config(mailbox: Mailbox) -> ProviderConfig:
     )
 
 
+def push_settings(kind: str) -> dict[str, Any]:
+    """Where a provider asks its service to push news of a mailbox's changes: Gmail publishes
+    to the Pub/Sub topic, whose push subscription calls our webhook; Graph calls our webhook
+    itself. Empty when push is not configured for the kind (the watchers poll)."""
+    if kind == "gmail" and settings.CRM_GMAIL_PUSH_TOPIC:
+        return {"topic": settings.CRM_GMAIL_PUSH_TOPIC}
+    if kind == "graph" and settings.CRM_GRAPH_PUSH:
+        return {
+            "notification_url": settings.CRM_SITE_URL + reverse("sync:push_graph"),
+            "lifecycle_url": settings.CRM_SITE_URL + reverse("sync:push_graph_lifecycle"),
+        }
+    return {}
+
+
 def check_config(
     kind: str, email_address: str, provider_settings: dict[str, Any], secret: dict[str, Any]
 ) -> ProviderConfig:
@@ -92,6 +107,7 @@ def _config(
         allow_private_hosts=settings.CRM_ALLOW_PRIVATE_MAIL_HOSTS,
         timeout=settings.CRM_MAIL_TIMEOUT if timeout is None else timeout,
         oauth=settings.CRM_OAUTH.get(kind, {}),
+        push=push_settings(kind),
     )
 
 

@@ -8,13 +8,16 @@ its fair share (a watcher over it gives mailboxes back, one under it takes free 
 mailboxes of a watcher that went silent are free once its rows expire).
 
 For each mailbox it watches, a thread keeps a connection waiting for the server to announce a
-change of the inbox (IMAP IDLE), and runs the incremental sync when it does, and every
-CRM_WATCH_POLL_SECONDS anyway (the sent folder; Gmail and Microsoft 365, which cannot announce
-yet, are polled so). The syncs are ordinary ones, each under the mailbox's sync lease: a
-watcher that lost a mailbox (stopped, then resumed) can still start a sync, which then finds
-the lease held or is fenced off, and a sync queued by the schedule or "Sync now" meanwhile
-ends at once. At most CRM_WATCH_SYNCS syncs run at once per watcher, and a thread holds a
-database connection only while it syncs.
+change of the inbox (IMAP IDLE), or keeps the service pushing news of changes to our webhook
+(Gmail, Microsoft 365: sync/push.py, which marks the mailbox changed; the watcher looks every
+second), and runs the incremental sync when it does, and every CRM_WATCH_POLL_SECONDS anyway
+(the sent folder; Gmail and Microsoft 365 mailboxes without push are polled so).
+
+The syncs are ordinary ones, each under the mailbox's sync lease: a watcher that lost a
+mailbox (stopped, then resumed) can still start a sync, which then finds the lease held or is
+fenced off, and a sync queued by the schedule or "Sync now" meanwhile ends at once. At most
+CRM_WATCH_SYNCS syncs run at once per watcher, and a thread holds a database connection only
+while it syncs.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import math
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -32,10 +36,11 @@ from django.utils import timezone
 
 from mailboxes.leases import holder_name
 from mailboxes.models import Folder, Mailbox
-from mailboxes.providers.base import ProviderError
+from mailboxes.providers.base import MailProvider, ProviderError
 from mailboxes.services import open_provider
 
 from .models import MailboxWatch, Watcher
+from .push import keep_push
 from .services import sync_mailbox
 
 logger = logging.getLogger(__name__)
@@ -48,6 +53,10 @@ BUSY_RETRY_SECONDS = 2
 CONNECTS_AT_ONCE = 8
 # The longest wait before reconnecting to a server that keeps failing.
 MAX_BACKOFF_SECONDS = 300
+# How often a watcher looks for mailboxes a push said changed (sync/push.py).
+NUDGE_SECONDS = 1.0
+# How long a mailbox whose push could not be set up is polled before push is tried again.
+PUSH_RETRY_SECONDS = 600
 
 
 class MailboxThread(threading.Thread):
@@ -58,6 +67,8 @@ class MailboxThread(threading.Thread):
         self.watcher = watcher
         self.mailbox_id = mailbox_id
         self.stop = threading.Event()
+        self.nudged = threading.Event()  # a push said the mailbox changed
+        self.push_again_at = 0.0  # monotonic time before which no push is set up
 
     def run(self) -> None:
         backoff = 1.0
@@ -67,23 +78,23 @@ class MailboxThread(threading.Thread):
                 inbox = mailbox.folders.filter(role=Folder.Role.INBOX).first()
                 connection.close()  # this thread holds none while it waits
                 with open_provider(mailbox) as provider:
-                    if inbox is not None:
-                        # Select the inbox first: what arrives from now on is announced by
-                        # the next IDLE, what arrived before is read by this sync. (A few
-                        # logins at a time: hundreds at once overwhelm a server's auth.)
-                        with self.watcher.connect_slots:
-                            provider.wait_for_change(inbox.name, 0, self.stopped)
+                    # Select the inbox first: what arrives from now on is announced by the
+                    # next IDLE, what arrived before is read by this sync. (A few logins at
+                    # a time: hundreds at once overwhelm a server's auth.)
+                    with self.watcher.connect_slots:
+                        announces = inbox is not None and (
+                            provider.wait_for_change(inbox.name, 0, self.stopped) is not None
+                        )
                     self.sync()
                     while not self.stopped():
-                        changed = None
-                        if inbox is not None:
-                            changed = provider.wait_for_change(
-                                inbox.name, self.watcher.poll, self.stopped
-                            )
-                        if changed is None:  # the server cannot announce changes: poll
-                            self.stop.wait(self.watcher.poll)
+                        if announces:
+                            provider.wait_for_change(inbox.name, self.watcher.poll, self.stopped)
+                        else:  # the service pushes to our webhook (nudged), or we poll
+                            self.keep_push(provider)
+                            self.nudged.wait(self.watcher.poll)
                         if self.stopped():
                             break
+                        self.nudged.clear()  # a push from now on asks for another sync
                         self.sync()
                         backoff = 1.0
             except Mailbox.DoesNotExist:
@@ -104,6 +115,26 @@ class MailboxThread(threading.Thread):
 
     def stopped(self) -> bool:
         return self.stop.is_set() or self.watcher.stopping.is_set()
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.nudged.set()  # ends a wait for a push at once
+
+    def keep_push(self, provider: MailProvider) -> None:
+        """Push on and renewed where the service offers it (sync/push.py). A push that cannot
+        be set up (say, the topic refuses Gmail) leaves the mailbox polled, and is tried again
+        later; a mailbox whose access is gone is left to the sync that follows (D1)."""
+        if time.monotonic() < self.push_again_at:
+            return
+        try:
+            keep_push(self.mailbox_id, provider)
+        except ProviderError as exc:
+            if exc.disconnects:
+                return
+            logger.warning("mailbox %s: push not set up, polling: %s", self.mailbox_id, exc)
+            self.push_again_at = time.monotonic() + PUSH_RETRY_SECONDS
+        finally:
+            connection.close()
 
     def sync(self) -> None:
         """One incremental sync, in one of the watcher's sync slots; again a little later
@@ -151,12 +182,27 @@ class MailboxWatcher:
             # then see each other before taking anything, instead of the first taking all
             # and giving half back a round later.
             Watcher.objects.update_or_create(name=self.name, defaults={"seen_at": timezone.now()})
-            self.stopping.wait(self.tick)
-            while not self.stopping.is_set():
-                self.round()
-                self.stopping.wait(self.tick)
+            next_round = time.monotonic() + self.tick
+            while not self.stopping.wait(NUDGE_SECONDS):
+                if time.monotonic() >= next_round:
+                    self.round()
+                    next_round = time.monotonic() + self.tick
+                self.wake_changed()
         finally:
             self.shutdown()
+
+    def wake_changed(self) -> None:
+        """Wake the threads of the mailboxes a push said changed (sync/push.py `nudge`)."""
+        mine = MailboxWatch.objects.filter(watcher=self.name, changed_at__isnull=False)
+        changed = dict(mine.values_list("mailbox_id", "changed_at"))
+        if not changed:
+            return
+        # A push that comes after this read has a later time, and stays for the next look.
+        mine.filter(changed_at__lte=max(changed.values())).update(changed_at=None)
+        for mailbox_id in changed:
+            thread = self.threads.get(mailbox_id)
+            if thread is not None:
+                thread.nudged.set()
 
     def round(self) -> None:
         """Say this watcher is alive, renew its mailboxes, take or give back to reach its fair
@@ -177,7 +223,7 @@ class MailboxWatcher:
         elif len(held) < share:
             held |= self._claim(share - len(held), now)
         for mailbox_id in set(self.threads) - held:
-            self.threads.pop(mailbox_id).stop.set()
+            self.threads.pop(mailbox_id).halt()
         for mailbox_id in sorted(held - set(self.threads)):
             thread = self.threads[mailbox_id] = MailboxThread(self, mailbox_id)
             thread.start()
@@ -214,7 +260,7 @@ class MailboxWatcher:
         """Stop every thread and give every mailbox back, so that others watch them now."""
         self.stopping.set()
         for thread in self.threads.values():
-            thread.stop.set()
+            thread.halt()
         for thread in self.threads.values():
             thread.join(timeout=30)
         self.threads.clear()

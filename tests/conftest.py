@@ -14,7 +14,9 @@ from .factories import (
     MembershipFactory,
     TeamFactory,
 )
-from .mailboxes.helpers import UserMailbox, connect_imap, track_proposal
+from .mailboxes.helpers import UserMailbox, connect_imap, connect_oauth, track_proposal
+from .servers.fake_google import FakeGoogle
+from .servers.fake_microsoft import FakeMicrosoft
 
 # Playwright's sync API runs an event loop in the main thread; the ORM calls made by the test
 # body and by pytest-django never run concurrently with it.
@@ -152,3 +154,30 @@ def connected(mail_settings, dovecot, smtp_server, account, team, owner):
 def tracked(team, connected):
     """An email sent from the CRM to Ada, logged on her contact, company and deal."""
     return track_proposal(team, connected)
+
+
+# The Gmail and Microsoft 365 fakes and a mailbox connected to each (tests/servers/).
+
+
+@pytest.fixture
+def google(settings):
+    with FakeGoogle() as fake:
+        settings.CRM_OAUTH = {**settings.CRM_OAUTH, "gmail": fake.crm_oauth}
+        yield fake
+
+
+@pytest.fixture
+def gmail(google, team, owner):
+    return connect_oauth(google, "gmail", team, owner)
+
+
+@pytest.fixture
+def microsoft(settings):
+    with FakeMicrosoft() as fake:
+        settings.CRM_OAUTH = {**settings.CRM_OAUTH, "graph": fake.crm_oauth}
+        yield fake
+
+
+@pytest.fixture
+def outlook(microsoft, team, owner):
+    return connect_oauth(microsoft, "graph", team, owner)

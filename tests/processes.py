@@ -76,3 +76,14 @@ def left_behind(mark: str, seconds: float = 10) -> list[int]:
     while marked(mark) and time.monotonic() < deadline:
         time.sleep(0.1)
     return marked(mark)
+
+
+def wait_until(check, timeout: float, what: str):
+    """`check()`'s first true result, asked every 0.1 s; the test fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    pytest.fail(f"not within {timeout} s: {what}")

@@ -28,6 +28,9 @@ class ProviderConfig:
     timeout: float = 30.0
     # OAuth providers: the app's client id/secret and the service's endpoints (settings).
     oauth: dict[str, Any] = field(default_factory=dict)
+    # Where the service pushes news of changes (Gmail: the Pub/Sub topic; Microsoft 365: our
+    # webhook's URLs); empty when push is not configured (settings).
+    push: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,16 @@ class MailProvider(Protocol):
         deleted or re-flagged mail), on this connection; True when it did, False when the
         time ran out or `stopping()` (asked every second or so) became true. None at once
         when the provider cannot announce changes: the caller polls. Raises ProviderError."""
+        ...
+
+    def watch_changes(self, current: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Have the service push news of this mailbox's changes to our webhook (Gmail's
+        users.watch, a Graph subscription), so that the watcher need not poll. `current` is
+        what the last call returned: while it is valid for a good while longer it comes back
+        as it is; when it expires soon it is renewed, and when the service lost it a new one
+        is made. The result holds "expires_at" (ISO 8601) and what the webhook checks. None
+        when the provider cannot push or push is not configured: the watcher polls. Raises
+        ProviderError."""
         ...
 
     def send(
@@ -246,6 +259,11 @@ class SyncCrashed(ProviderError):
 class BadMessage(ProviderError):
     permanent = True
     cause = "bad_message"
+
+
+class PushRefused(Exception):
+    """A push request (a webhook call claiming to come from a mail service) that is not what
+    it claims to be; the reason in plain words. Never a mailbox's failure."""
 
 
 class PartlySent(ProviderError):

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import google_auth_httplib2
 import httplib2
-from google.auth.exceptions import RefreshError, TransportError
+from google.auth import jwt as google_jwt
+from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build_from_document
 from googleapiclient.discovery_cache import get_static_doc
@@ -40,6 +42,7 @@ from .base import (
     MessageMeta,
     ProviderConfig,
     ProviderError,
+    PushRefused,
     ServerUnavailable,
     Throttled,
 )
@@ -50,6 +53,9 @@ SCOPES = [
 ]
 METADATA_HEADERS = ["From", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To",
                     "References"]  # fmt: skip
+# Renew a push watch this long before it expires (Gmail keeps one 7 days).
+RENEW_AHEAD = timedelta(days=1)
+GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 BATCH_LIMIT = 100  # Gmail takes at most 100 calls per batch request
 LIST_PAGE = 500  # messages.list's largest page
 
@@ -278,7 +284,25 @@ class GmailProvider:
     def wait_for_change(
         self, folder: str, seconds: float, stopping: Callable[[], bool]
     ) -> bool | None:
-        return None  # push needs Pub/Sub (users.watch): the watcher polls history.list
+        return None  # Gmail announces through Pub/Sub (watch_changes), not on a connection
+
+    def watch_changes(self, current: dict[str, Any] | None) -> dict[str, Any] | None:
+        """users.watch on INBOX and SENT, publishing to the configured Pub/Sub topic; renewed
+        a day before its expiry (Gmail keeps a watch 7 days). 100 quota units a call."""
+        topic = self.config.push.get("topic")
+        if not topic:
+            return None
+        if current and not _expires_soon(current):
+            return current
+        answer = self._execute(
+            self.service.users().watch(
+                userId="me",
+                body={"topicName": topic, "labelIds": ["INBOX", "SENT"],
+                      "labelFilterBehavior": "include"},
+            )
+        )  # fmt: skip
+        expires = datetime.fromtimestamp(int(answer["expiration"]) / 1000, tz=UTC)
+        return {"expires_at": expires.isoformat(), "history_id": str(answer.get("historyId", ""))}
 
     def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
         return False  # Gmail puts what it sends in SENT itself
@@ -292,6 +316,57 @@ class GmailProvider:
             .list(userId="me", labelIds=[folder], q=f"rfc822msgid:{message_id}", maxResults=1)
         )
         return bool(listing.get("messages"))
+
+
+def _expires_soon(state: dict[str, Any]) -> bool:
+    return datetime.fromisoformat(state["expires_at"]) - datetime.now(UTC) < RENEW_AHEAD
+
+
+# -- push (Pub/Sub) ---------------------------------------------------------------------
+def fetch_push_certs(certs_uri: str, timeout: float) -> tuple[dict[str, str], int]:
+    """Google's current token-signing certificates ({key id: PEM}) and for how many seconds
+    they may be kept (the answer's Cache-Control max-age)."""
+    try:
+        response, content = httplib2.Http(timeout=timeout).request(certs_uri, "GET")
+    except (OSError, httplib2.HttpLib2Error) as exc:
+        raise ServerUnavailable(f"Google's certificates could not be read ({exc}).") from None
+    if response.status != 200:
+        raise ServerUnavailable(f"Google's certificates: HTTP {response.status}.")
+    age = re.search(r"max-age=(\d+)", response.get("cache-control", ""))
+    return json.loads(content), int(age.group(1)) if age else 3600
+
+
+def read_push(
+    authorization: str,
+    body: bytes,
+    *,
+    certs: dict[str, str],
+    audience: str,
+    service_account: str,
+) -> tuple[str, str]:
+    """The address and historyId that a Pub/Sub push request from Gmail announces, once its
+    OIDC token is verified: signed with one of Google's `certs`, for our `audience`, issued
+    to the push subscription's `service_account` and not expired. Raises PushRefused."""
+    if not authorization.startswith("Bearer "):
+        raise PushRefused("no bearer token")
+    try:
+        claims = google_jwt.decode(
+            authorization[7:], certs=certs, audience=audience, clock_skew_in_seconds=10
+        )
+    except (ValueError, GoogleAuthError) as exc:
+        raise PushRefused(f"token refused: {exc}") from None
+    if claims.get("iss") not in GOOGLE_ISSUERS:
+        raise PushRefused("token not issued by Google")
+    if claims.get("email") != service_account or not claims.get("email_verified"):
+        raise PushRefused("token not issued to the push subscription's service account")
+    try:
+        data = json.loads(base64.b64decode(json.loads(body)["message"]["data"], validate=True))
+        address, history_id = data["emailAddress"], data["historyId"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PushRefused(f"not a Gmail notification ({type(exc).__name__})") from None
+    if not isinstance(address, str) or not isinstance(history_id, int | str):
+        raise PushRefused("not a Gmail notification (wrong types)")
+    return address, str(history_id)
 
 
 class HistoryExpired(ProviderError):

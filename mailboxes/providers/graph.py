@@ -16,10 +16,12 @@ Microsoft rotates refresh tokens, and each new one is handed back to be saved.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import secrets
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import requests
@@ -36,6 +38,7 @@ from .base import (
     MessageMeta,
     ProviderConfig,
     ProviderError,
+    PushRefused,
     ServerUnavailable,
     Throttled,
 )
@@ -44,6 +47,10 @@ SCOPES = ["offline_access", "User.Read", "Mail.Read", "Mail.Send"]
 SELECT = ("id,internetMessageId,subject,from,toRecipients,ccRecipients,sentDateTime,"
           "receivedDateTime,conversationId,isRead,internetMessageHeaders")  # fmt: skip
 REFRESH_AHEAD = timedelta(minutes=5)
+# Graph keeps a subscription to Outlook messages at most 10,080 minutes (7 days); renew it
+# this long before it expires.
+SUBSCRIPTION_LIFETIME = timedelta(minutes=10_000)
+RENEW_AHEAD = timedelta(days=1)
 MOVED_CODES = {"MailboxNotEnabledForRESTAPI", "ErrorMailboxMoved", "ErrorMailboxMoveInProgress"}
 
 
@@ -219,11 +226,8 @@ class GraphProvider:
     def fetch_many(self, folder: str, refs: list[str]) -> dict[str, bytes]:
         found = {}
         for ref in refs:
-            try:
+            with contextlib.suppress(NotFound):  # gone from the mailbox meanwhile
                 found[ref] = self._call("get", f"{self.service}/me/messages/{ref}/$value").content
-            except ServerUnavailable as exc:
-                if "404" not in exc.message:
-                    raise
         return found
 
     # -- sending ----------------------------------------------------------------------
@@ -245,7 +249,38 @@ class GraphProvider:
     def wait_for_change(
         self, folder: str, seconds: float, stopping: Callable[[], bool]
     ) -> bool | None:
-        return None  # push needs a change-notification subscription: the watcher polls delta
+        return None  # Graph announces through change notifications (watch_changes)
+
+    def watch_changes(self, current: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A change-notification subscription to the mailbox's new messages (every folder),
+        posted to our webhook with a clientState secret of its own; renewed (PATCH) a day
+        before it expires, or when Graph asked for reauthorization, and made again when
+        Graph no longer has it. Graph checks both URLs with a validation token when the
+        subscription is made."""
+        push = self.config.push
+        if not push.get("notification_url"):
+            return None
+        if current and not current.get("renew") and not _expires_soon(current):
+            return current
+        expires = (datetime.now(UTC) + SUBSCRIPTION_LIFETIME).isoformat().replace("+00:00", "Z")
+        if current:
+            try:
+                renewed = self._call("patch", f"{self.service}/subscriptions/{current['id']}",
+                                     json={"expirationDateTime": expires}).json()  # fmt: skip
+            except NotFound:
+                pass  # Graph removed it: make a new one
+            else:
+                return {"id": current["id"], "secret": current["secret"],
+                        "expires_at": _iso(renewed["expirationDateTime"])}  # fmt: skip
+        secret = secrets.token_urlsafe(32)
+        made = self._call(
+            "post", f"{self.service}/subscriptions",
+            json={"changeType": "created", "resource": "me/messages",
+                  "notificationUrl": push["notification_url"],
+                  "lifecycleNotificationUrl": push["lifecycle_url"],
+                  "expirationDateTime": expires, "clientState": secret},
+        ).json()  # fmt: skip
+        return {"id": made["id"], "secret": secret, "expires_at": _iso(made["expirationDateTime"])}
 
     def file_in_sent(self, folder: str, raw: bytes, message_id: str) -> bool:
         return False  # sendMail saves to Sent Items itself
@@ -261,8 +296,49 @@ class GraphProvider:
         return bool(found.get("value"))
 
 
+def _iso(text: str) -> str:
+    """Graph's times ("...Z", up to 7 decimals) as Python reads them."""
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    return f"{whole}.{fraction[:6]:0<6}+00:00" if fraction else f"{whole}+00:00"
+
+
+def _expires_soon(state: dict[str, Any]) -> bool:
+    return datetime.fromisoformat(state["expires_at"]) - datetime.now(UTC) < RENEW_AHEAD
+
+
+class Notification(NamedTuple):
+    """One item of a change or lifecycle notification."""
+
+    subscription_id: str
+    client_state: str
+    # A change ("created") or a lifecycle event ("reauthorizationRequired",
+    # "subscriptionRemoved", "missed").
+    event: str
+
+
+def read_notifications(body: bytes) -> list[Notification]:
+    """The items of a notification request's JSON body ({"value": [...]}); PushRefused when
+    it is not one."""
+    try:
+        items = json.loads(body)["value"]
+        return [
+            Notification(
+                subscription_id=str(item["subscriptionId"]),
+                client_state=str(item.get("clientState") or ""),
+                event=str(item.get("lifecycleEvent") or item.get("changeType") or ""),
+            )
+            for item in items
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PushRefused(f"not a Graph notification ({type(exc).__name__})") from None
+
+
 class DeltaExpired(ProviderError):
     """A delta link Graph no longer accepts (410): read the folder again from the start."""
+
+
+class NotFound(ServerUnavailable):
+    """Graph answered 404: the message or subscription is gone."""
 
 
 def _error(response: requests.Response) -> ProviderError:
@@ -287,7 +363,7 @@ def _error(response: requests.Response) -> ProviderError:
         return Throttled(f"Microsoft Graph asks to slow down (HTTP {status}).",
                          retry_after=retry_after)  # fmt: skip
     if status == 404:
-        return ServerUnavailable(f"Microsoft Graph answered 404 ({code or 'not found'}).")
+        return NotFound(f"Microsoft Graph answered 404 ({code or 'not found'}).")
     return ServerUnavailable(f"Microsoft Graph answered HTTP {status} ({code}).")
 
 

@@ -437,6 +437,9 @@ class ImapProvider:
             self._selected = None  # what SELECT said is stale for changes()
         return changed
 
+    def watch_changes(self, current: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None  # IMAP announces changes on the connection itself (wait_for_change)
+
     def _announces_change(self, responses: list[Any]) -> bool:
         return any(
             isinstance(item, tuple) and len(item) > 1 and item[1] in self.CHANGE_RESPONSES

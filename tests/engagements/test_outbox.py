@@ -32,7 +32,6 @@ from engagements.tasks import reconcile_outbox_task
 from mailboxes.models import Folder, Mailbox
 from mailboxes.services import open_provider, send_message
 from tests.factories import ContactEmailFactory, ContactFactory
-from tests.mailboxes.conftest import gmail, google, microsoft, outlook  # noqa: F401 - fixtures
 from tests.mailboxes.helpers import connect_imap
 from tests.processes import (
     child_environment,

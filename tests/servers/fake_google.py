@@ -6,24 +6,59 @@ with PKCE, refresh, `invalid_grant` once revoked); users.getProfile, labels.list
 messages.list (`q=newer_than:Nd`, `rfc822msgid:`, labelIds, paging), messages.get
 (`format=metadata|raw`), messages.send, history.list (404 below the oldest kept id) and the
 multipart batch endpoint. `throttle(n)` makes the next n API calls answer 429.
+
+Push, as Gmail and Cloud Pub/Sub do it: users.watch (a topic, labels, 7 days) and users.stop;
+once `push_to(url)` has set up the topic's push subscription, every message added to a
+watched label is announced by a POST of the Pub/Sub push body ({"message": {"data": base64
+of {"emailAddress", "historyId"}}}) with an OIDC token (RS256, signed by a key served at
+/oauth2/v1/certs as Google serves its own), from a thread, as Pub/Sub does.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
+import json
 import re
 import secrets
+import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.utils import getaddresses, parsedate_to_datetime
 
 import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from .fakehttp import FakeOAuthServer, Request, Response
 
 GMAIL_PREFIX = "/gmail/v1/users/me/"
+PUSH_TOPIC = "projects/threadline-test/topics/gmail"
+PUSH_SERVICE_ACCOUNT = "gmail-push@threadline-test.iam.gserviceaccount.com"
+WATCH_DAYS = 7
+
+
+@functools.cache
+def signing_key() -> tuple[rsa.RSAPrivateKey, str]:
+    """An RSA key and its self-signed certificate (PEM), as Google publishes its keys (one
+    per test session: making one takes a while)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-google-signer")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return key, cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def b64url(data: bytes) -> str:
@@ -71,6 +106,15 @@ class FakeGoogle(FakeOAuthServer):
         self.access_tokens: set[str] = set()
         self.sent: list[StoredMessage] = []
         self._ids = itertools.count(0x18C0000000000000)
+        # Push: the watch users.watch set up, the push subscription's endpoint, and what
+        # each push delivered got back (HTTP status).
+        self.watch: dict[str, object] | None = None
+        self.watch_calls = 0
+        self.push_endpoint = ""
+        self.push_audience = ""
+        self.push_statuses: list[int] = []
+        self._key, self._cert = signing_key()
+        self.key_id = secrets.token_hex(20)
 
     # -- state changed by tests -------------------------------------------------------
     def issue_tokens(self) -> tuple[str, str]:
@@ -107,7 +151,70 @@ class FakeGoogle(FakeOAuthServer):
             self.messages[mid] = stored
             self.by_message_id[headers.get("message-id", "").strip().strip("<>")] = stored
             self.history.append((self.history_id, "messageAdded", mid))
+            self._publish(stored)
             return stored
+
+    @property
+    def crm_oauth(self) -> dict[str, str]:
+        return {**super().crm_oauth, "certs_uri": f"{self.base}/oauth2/v1/certs"}
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The settings' environment variables that point a child process at this fake."""
+        return {"GOOGLE_CLIENT_ID": self.client_id, "GOOGLE_CLIENT_SECRET": self.client_secret,
+                "GOOGLE_TOKEN_URI": f"{self.base}/token", "GMAIL_API_ROOT": f"{self.base}/",
+                "GOOGLE_CERTS_URI": f"{self.base}/oauth2/v1/certs"}  # fmt: skip
+
+    # -- push -----------------------------------------------------------------------
+    def push_to(self, endpoint: str, audience: str = "") -> None:
+        """The topic's push subscription: deliver to `endpoint`, with tokens for `audience`
+        (by default the endpoint, as Pub/Sub does)."""
+        self.push_endpoint, self.push_audience = endpoint, audience or endpoint
+
+    def push_token(self, key: rsa.RSAPrivateKey | None = None, **claims: object) -> str:
+        """The OIDC token Pub/Sub sends with a push; `claims` override, `key` signs instead
+        (forgeries in tests)."""
+        now = int(time.time())
+        body = {"iss": "https://accounts.google.com", "aud": self.push_audience,
+                "email": PUSH_SERVICE_ACCOUNT, "email_verified": True, "sub": "1122334455",
+                "iat": now, "exp": now + 3600, **claims}  # fmt: skip
+        return jwt.encode(body, key or self._key, algorithm="RS256", headers={"kid": self.key_id})
+
+    def push_body(self, email: str | None = None, history_id: int | None = None) -> bytes:
+        data = {"emailAddress": email or self.email, "historyId": history_id or self.history_id}
+        return json.dumps({
+            "message": {"data": base64.b64encode(json.dumps(data).encode()).decode(),
+                        "messageId": secrets.token_hex(8),
+                        "publishTime": datetime.now(UTC).isoformat()},
+            "subscription": "projects/threadline-test/subscriptions/gmail-push",
+        }).encode()  # fmt: skip
+
+    def deliver_push(self, body: bytes, token: str) -> int:
+        """One push request as Pub/Sub makes it; the status our endpoint answered."""
+        request = urllib.request.Request(
+            self.push_endpoint, data=body, method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                status = answer.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except OSError:
+            status = 0
+        with self.lock:
+            self.push_statuses.append(status)
+        return status
+
+    def _publish(self, message: StoredMessage) -> None:
+        """Gmail publishes a change of a watched label; Pub/Sub pushes it, from elsewhere."""
+        watch = self.watch
+        if not (watch and self.push_endpoint and set(message.labels) & set(watch["labelIds"])):
+            return
+        if watch["expiration"] < time.time() * 1000:
+            return
+        body, token = self.push_body(history_id=message.history_id), self.push_token()
+        threading.Thread(target=self.deliver_push, args=(body, token), daemon=True).start()
 
     def _thread_for(self, headers: dict[str, str]) -> str | None:
         """Gmail threads a message with the one it answers when the subjects agree."""
@@ -126,6 +233,9 @@ class FakeGoogle(FakeOAuthServer):
             return self.authorize(request)
         if request.path == "/batch" and request.method == "POST":
             return self.batch(request)
+        if request.path == "/oauth2/v1/certs":
+            return Response.json({self.key_id: self._cert},
+                                 **{"Cache-Control": "public, max-age=19000"})  # fmt: skip
         if not request.path.startswith(GMAIL_PREFIX):
             return gmail_error(404, "Not Found", "notFound", "NOT_FOUND")
         if request.bearer not in self.access_tokens:
@@ -153,6 +263,11 @@ class FakeGoogle(FakeOAuthServer):
             return self.get_message(request, route.split("/", 1)[1])
         if route == "history":
             return self.list_history(request)
+        if route == "watch" and request.method == "POST":
+            return self.start_watch(request)
+        if route == "stop" and request.method == "POST":
+            self.watch = None
+            return Response(204)
         return gmail_error(404, "Not Found", "notFound", "NOT_FOUND")
 
     def token(self, request: Request) -> Response:
@@ -238,6 +353,18 @@ class FakeGoogle(FakeOAuthServer):
             stored.thread_id = self._thread_for(stored.headers) or stored.thread_id
         self.sent.append(stored)
         return Response.json({"id": stored.id, "threadId": stored.thread_id, "labelIds": ["SENT"]})
+
+    def start_watch(self, request: Request) -> Response:
+        """users.watch: the topic must be the one Gmail may publish to."""
+        body = request.json()
+        if body.get("topicName") != PUSH_TOPIC:
+            return gmail_error(400, "Invalid topicName does not match projects/SOME_ID/topics/"
+                               "SOME_TOPIC", "invalidArgument", "INVALID_ARGUMENT")  # fmt: skip
+        self.watch_calls += 1
+        expiration = int((time.time() + WATCH_DAYS * 86400) * 1000)
+        self.watch = {**body, "labelIds": body.get("labelIds") or ["INBOX"],
+                      "expiration": expiration}  # fmt: skip
+        return Response.json({"historyId": str(self.history_id), "expiration": str(expiration)})
 
     def list_history(self, request: Request) -> Response:
         start = int(request.query["startHistoryId"])

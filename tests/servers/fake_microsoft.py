@@ -9,23 +9,36 @@ messages listed with `$filter=internetMessageId eq '<id>'` or `receivedDateTime 
 `$count=true`, `$select` and `$top`; a message's MIME (`$value`); sendMail with a base64
 MIME body (filed in Sent Items).
 `throttle(n)` answers the next n calls 429; `move_mailbox()` answers like a migrated mailbox.
+
+Change notifications, as Graph does them: POST /v1.0/subscriptions validates the notification
+and lifecycle URLs first (a POST with `?validationToken=`, which must come back as plain text
+within 10 s) and refuses a lifetime over 10,080 minutes; PATCH renews, DELETE removes. Every
+message added then is announced to each live subscription ({"value": [...]} with its
+clientState), from a thread, and `lifecycle(event)` sends a lifecycle notification.
 """
 
 from __future__ import annotations
 
 import base64
 import itertools
+import json
 import re
 import secrets
+import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.utils import getaddresses, parsedate_to_datetime
 from urllib.parse import quote, urlencode
 
 from .fakehttp import FakeOAuthServer, Request, Response
 
+# Graph keeps a subscription to Outlook messages at most this long.
+MAX_SUBSCRIPTION = timedelta(minutes=10_080)
+TENANT = "aaaabbbb-0000-cccc-1111-dddd2222eeee"
 FOLDERS = {"inbox": ("AAMkInbox", "Inbox"), "sentitems": ("AAMkSent", "Sent Items")}
 
 
@@ -60,6 +73,10 @@ class FakeMicrosoft(FakeOAuthServer):
         self.sent: list[StoredMessage] = []
         self.moved = False
         self._ids = itertools.count(1)
+        # Change notifications: live subscriptions by id, and what each notification we
+        # posted got back (URL, HTTP status).
+        self.subscriptions: dict[str, dict[str, object]] = {}
+        self.notified: list[tuple[str, int]] = []
 
     # -- state changed by tests -------------------------------------------------------
     def issue_tokens(self) -> tuple[str, str]:
@@ -91,16 +108,122 @@ class FakeMicrosoft(FakeOAuthServer):
                 headers=[(k, str(v)) for k, v in parsed.items()],
             )  # fmt: skip
             self.messages[stored.id] = stored
+            self._announce(stored)
             return stored
 
+    @property
+    def environment(self) -> dict[str, str]:
+        """The settings' environment variables that point a child process at this fake."""
+        return {"MICROSOFT_CLIENT_ID": self.client_id,
+                "MICROSOFT_CLIENT_SECRET": self.client_secret,
+                "MICROSOFT_LOGIN_URL": self.base, "MICROSOFT_GRAPH_URL": self.base}  # fmt: skip
+
+    # -- change notifications ---------------------------------------------------------
+    def post(
+        self, url: str, body: bytes, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
+        """A POST as Graph makes it to a subscriber: (status, body); status 0 unreachable."""
+        request = urllib.request.Request(url, data=body, method="POST",
+                                         headers={"Content-Type": content_type})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, b""
+        except OSError:
+            return 0, b""
+
+    def _notify(self, url: str, items: list[dict[str, object]]) -> None:
+        status, _ = self.post(url, json.dumps({"value": items}).encode())
+        with self.lock:
+            self.notified.append((url, status))
+
+    def _announce(self, message: StoredMessage) -> None:
+        now = datetime.now(UTC)
+        for sid, sub in list(self.subscriptions.items()):
+            if sub["expires"] < now or "created" not in str(sub["changeType"]).split(","):
+                continue
+            item = {"subscriptionId": sid, "clientState": sub.get("clientState"),
+                    "changeType": "created", "tenantId": TENANT,
+                    "subscriptionExpirationDateTime": sub["expirationDateTime"],
+                    "resource": f"Users/{self.user_id}/Messages/{message.id}",
+                    "resourceData": {"@odata.type": "#Microsoft.Graph.Message",
+                                     "@odata.id": f"Users/{self.user_id}/Messages/{message.id}",
+                                     "id": message.id}}  # fmt: skip
+            args = (str(sub["notificationUrl"]), [item])
+            threading.Thread(target=self._notify, args=args, daemon=True).start()
+
+    def lifecycle(self, event: str, subscription_id: str | None = None) -> int:
+        """A lifecycle notification for a subscription (the only one, by default), posted
+        now; "subscriptionRemoved" removes it first. The status our endpoint answered."""
+        sid = subscription_id or next(iter(self.subscriptions))
+        sub = self.subscriptions[sid]
+        if event == "subscriptionRemoved":
+            del self.subscriptions[sid]
+        item = {"subscriptionId": sid, "clientState": sub.get("clientState"),
+                "lifecycleEvent": event, "tenantId": TENANT,
+                "subscriptionExpirationDateTime": sub["expirationDateTime"]}  # fmt: skip
+        status, _ = self.post(
+            str(sub["lifecycleNotificationUrl"]), json.dumps({"value": [item]}).encode()
+        )
+        return status
+
+    def _validate(self, url: str) -> bool:
+        token = f"Validation: Testing client application reachability {secrets.token_hex(8)}"
+        status, body = self.post(f"{url}?{urlencode({'validationToken': token})}", b"",
+                                 "text/plain; charset=utf-8")  # fmt: skip
+        return status == 200 and body.decode(errors="replace") == token
+
+    def subscribe(self, request: Request) -> Response:
+        body = request.json()
+        try:
+            expires = datetime.fromisoformat(str(body["expirationDateTime"]).replace("Z", "+00:00"))
+            resource, url = str(body["resource"]), str(body["notificationUrl"])
+        except (KeyError, ValueError):
+            return graph_error(400, "InvalidRequest", "Subscription request is malformed.")
+        if expires > datetime.now(UTC) + MAX_SUBSCRIPTION:
+            return graph_error(400, "InvalidRequest", "Subscription expiration can only be "
+                               "10080 minutes in the future.")  # fmt: skip
+        if resource not in {"me/messages", "/me/messages"}:
+            return graph_error(400, "InvalidRequest", f"Unsupported resource '{resource}'.")
+        lifecycle = body.get("lifecycleNotificationUrl")
+        for target in filter(None, [url, lifecycle]):
+            if not self._validate(str(target)):
+                return graph_error(400, "InvalidRequest", "Subscription validation request "
+                                   f"failed. Notification endpoint must respond with 200 OK "
+                                   f"to validation request: {target}")  # fmt: skip
+        sid = f"{secrets.token_hex(4)}-{secrets.token_hex(2)}-{secrets.token_hex(2)}"
+        self.subscriptions[sid] = {**body, "id": sid, "expires": expires}
+        return Response.json(self._subscription(sid), status=201)
+
+    def _subscription(self, sid: str) -> dict[str, object]:
+        return {k: v for k, v in self.subscriptions[sid].items() if k != "expires"}
+
+    def subscription(self, request: Request, sid: str) -> Response:
+        if sid not in self.subscriptions:
+            return graph_error(404, "ResourceNotFound", f"The object '{sid}' doesn't exist.")
+        if request.method == "DELETE":
+            del self.subscriptions[sid]
+            return Response(204)
+        if request.method == "PATCH":
+            text = str(request.json().get("expirationDateTime", ""))
+            expires = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if expires > datetime.now(UTC) + MAX_SUBSCRIPTION:
+                return graph_error(400, "InvalidRequest", "Subscription expiration can only "
+                                   "be 10080 minutes in the future.")  # fmt: skip
+            self.subscriptions[sid].update(expirationDateTime=text, expires=expires)
+        return Response.json(self._subscription(sid))
+
     # -- HTTP -------------------------------------------------------------------------
+    user_id = "11111111-2222-3333-4444-555555555555"
+
     def handle(self, request: Request) -> Response:
         path = request.path
         if path.endswith("/oauth2/v2.0/authorize"):
             return self.authorize(request)
         if path.endswith("/oauth2/v2.0/token") and request.method == "POST":
             return self.token(request)
-        if not path.startswith("/v1.0/me"):
+        if not path.startswith(("/v1.0/me", "/v1.0/subscriptions")):
             return graph_error(404, "ResourceNotFound", "Unknown path")
         if self.access_tokens.get(request.bearer, 0) < time.time():
             return graph_error(401, "InvalidAuthenticationToken", "Access token has expired.")
@@ -112,8 +235,12 @@ class FakeMicrosoft(FakeOAuthServer):
             return graph_error(404, "MailboxNotEnabledForRESTAPI",
                                "The mailbox is either inactive, soft-deleted, or is hosted "
                                "on-premise.")  # fmt: skip
+        if path == "/v1.0/subscriptions" and request.method == "POST":
+            return self.subscribe(request)
+        if path.startswith("/v1.0/subscriptions/"):
+            return self.subscription(request, path.rsplit("/", 1)[1])
         if path == "/v1.0/me":
-            return Response.json({"id": "11111111-2222-3333-4444-555555555555",
+            return Response.json({"id": self.user_id,
                                   "displayName": "Grace Owner", "mail": self.email,
                                   "userPrincipalName": self.email})  # fmt: skip
         if path == "/v1.0/me/mailFolders":

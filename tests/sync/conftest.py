@@ -1,3 +1,4 @@
-"""The sync engine's tests share the mailbox tests' provider fakes."""
+"""The sync engine's tests share the mailbox tests' connection listener (the provider fakes
+are everyone's: tests/conftest.py)."""
 
-from tests.mailboxes.conftest import gmail, google, listener, microsoft, outlook  # noqa: F401
+from tests.mailboxes.conftest import listener  # noqa: F401

@@ -27,6 +27,7 @@ from tests.processes import (
     left_behind,
     needs_a_shared_database,
     start_command,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), needs_a_shared_database]
@@ -64,16 +65,6 @@ class Watchers:
     def close(self) -> None:
         for process in self.processes:
             kill_command(process)
-
-
-def wait_until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"not within {timeout} s: {what}")
 
 
 def holders() -> dict[int, str]:
