@@ -404,11 +404,15 @@ CRM_SYNC_INTERVAL_MINUTES = env_int("CRM_SYNC_INTERVAL_MINUTES", 5)
 # blocks its mailbox's syncs this long.
 CRM_SYNC_LEASE_SECONDS = env_int("CRM_SYNC_LEASE_SECONDS", 300)
 # The mailbox watchers (manage.py watch_mailboxes): how often each looks at the others and
-# renews its mailboxes, how long a silent watcher keeps them, and how often each watched
-# mailbox is synced anyway (the sent folder, and providers that cannot announce new mail).
+# renews its mailboxes, how long a silent watcher keeps them, and how often a watched mailbox
+# is polled when neither IDLE nor push announces its changes (those are synced anyway every
+# CRM_SYNC_INTERVAL_MINUTES).
 CRM_WATCH_TICK_SECONDS = env_int("CRM_WATCH_TICK_SECONDS", 5)
 CRM_WATCH_TTL_SECONDS = env_int("CRM_WATCH_TTL_SECONDS", 30)
 CRM_WATCH_POLL_SECONDS = env_int("CRM_WATCH_POLL_SECONDS", 60)
+# How often a watched IMAP mailbox's sent folder is looked at (STATUS between two IDLEs on the
+# inbox): mail the user sends from their own mail client is logged within this.
+CRM_WATCH_SENT_SECONDS = env_int("CRM_WATCH_SENT_SECONDS", 20)
 # Push instead of polling (sync/push.py), off unless configured. Gmail: the Pub/Sub topic
 # Gmail publishes to (projects/<project>/topics/<topic>), whose push subscription delivers to
 # <CRM_SITE_URL>/push/gmail/ with authentication by this service account (and this audience,

@@ -8,10 +8,11 @@ its fair share (a watcher over it gives mailboxes back, one under it takes free 
 mailboxes of a watcher that went silent are free once its rows expire).
 
 For each mailbox it watches, a thread keeps a connection waiting for the server to announce a
-change of the inbox (IMAP IDLE), or keeps the service pushing news of changes to our webhook
-(Gmail, Microsoft 365: sync/push.py, which marks the mailbox changed; the watcher looks every
-second), and runs the incremental sync when it does, and every CRM_WATCH_POLL_SECONDS anyway
-(the sent folder; Gmail and Microsoft 365 mailboxes without push are polled so).
+change of the inbox (IMAP IDLE, with a look at the sent folder's STATUS between two IDLEs), or
+keeps the service pushing news of changes to our webhook (Gmail, Microsoft 365: sync/push.py,
+which marks the mailbox changed; the watcher looks every second), and runs the incremental
+sync when it does. Without either it polls every CRM_WATCH_POLL_SECONDS; with them it syncs
+anyway every CRM_SYNC_INTERVAL_MINUTES, as the schedule would.
 
 The syncs are ordinary ones, each under the mailbox's sync lease: a watcher that lost a
 mailbox (stopped, then resumed) can still start a sync, which then finds the lease held or is
@@ -69,6 +70,7 @@ class MailboxThread(threading.Thread):
         self.stop = threading.Event()
         self.nudged = threading.Event()  # a push said the mailbox changed
         self.push_again_at = 0.0  # monotonic time before which no push is set up
+        self.synced_at = 0.0  # monotonic time of the last sync's start
 
     def run(self) -> None:
         backoff = 1.0
@@ -76,22 +78,33 @@ class MailboxThread(threading.Thread):
             try:
                 mailbox = Mailbox.objects.get(pk=self.mailbox_id)
                 inbox = mailbox.folders.filter(role=Folder.Role.INBOX).first()
+                sent = mailbox.folders.filter(role=Folder.Role.SENT).first()
                 connection.close()  # this thread holds none while it waits
                 with open_provider(mailbox) as provider:
                     # Select the inbox first: what arrives from now on is announced by the
-                    # next IDLE, what arrived before is read by this sync. (A few logins at
-                    # a time: hundreds at once overwhelm a server's auth.)
+                    # next IDLE, what arrived before is read by this sync; the same for the
+                    # sent folder's mark. (A few logins at a time: hundreds at once
+                    # overwhelm a server's auth.)
                     with self.watcher.connect_slots:
                         announces = inbox is not None and (
                             provider.wait_for_change(inbox.name, 0, self.stopped) is not None
                         )
+                        sent_mark = self.sent_mark(provider, sent)
                     self.sync()
                     while not self.stopped():
                         if announces:
-                            provider.wait_for_change(inbox.name, self.watcher.poll, self.stopped)
+                            # IDLE on the inbox, and between two IDLEs a look at the sent
+                            # folder (mail the user sent from their own mail client).
+                            changed = provider.wait_for_change(
+                                inbox.name, self.watcher.sent_check, self.stopped
+                            )
+                            mark = self.sent_mark(provider, sent)
+                            if not changed and mark == sent_mark and not self.due(announces):
+                                continue
+                            sent_mark = mark
                         else:  # the service pushes to our webhook (nudged), or we poll
-                            self.keep_push(provider)
-                            self.nudged.wait(self.watcher.poll)
+                            pushed = self.keep_push(provider)
+                            self.nudged.wait(self.interval(pushed))
                         if self.stopped():
                             break
                         self.nudged.clear()  # a push from now on asks for another sync
@@ -116,29 +129,42 @@ class MailboxThread(threading.Thread):
     def stopped(self) -> bool:
         return self.stop.is_set() or self.watcher.stopping.is_set()
 
+    def sent_mark(self, provider: MailProvider, sent: Folder | None) -> str | None:
+        return provider.folder_mark(sent.name) if sent is not None else None
+
+    def interval(self, announced: bool) -> float:
+        """Seconds between syncs when nothing announced a change: the schedule's interval
+        for a mailbox whose server announces changes (a safety net), else the poll's."""
+        return self.watcher.resync if announced else self.watcher.poll
+
+    def due(self, announced: bool) -> bool:
+        return time.monotonic() - self.synced_at >= self.interval(announced)
+
     def halt(self) -> None:
         self.stop.set()
         self.nudged.set()  # ends a wait for a push at once
 
-    def keep_push(self, provider: MailProvider) -> None:
-        """Push on and renewed where the service offers it (sync/push.py). A push that cannot
-        be set up (say, the topic refuses Gmail) leaves the mailbox polled, and is tried again
-        later; a mailbox whose access is gone is left to the sync that follows (D1)."""
+    def keep_push(self, provider: MailProvider) -> bool:
+        """Push on and renewed where the service offers it (sync/push.py); whether it is on.
+        A push that cannot be set up (say, the topic refuses Gmail) leaves the mailbox polled,
+        and is tried again later; a mailbox whose access is gone is left to the sync that
+        follows (D1)."""
         if time.monotonic() < self.push_again_at:
-            return
+            return False
         try:
-            keep_push(self.mailbox_id, provider)
+            return keep_push(self.mailbox_id, provider)
         except ProviderError as exc:
-            if exc.disconnects:
-                return
-            logger.warning("mailbox %s: push not set up, polling: %s", self.mailbox_id, exc)
-            self.push_again_at = time.monotonic() + PUSH_RETRY_SECONDS
+            if not exc.disconnects:
+                logger.warning("mailbox %s: push not set up, polling: %s", self.mailbox_id, exc)
+                self.push_again_at = time.monotonic() + PUSH_RETRY_SECONDS
+            return False
         finally:
             connection.close()
 
     def sync(self) -> None:
         """One incremental sync, in one of the watcher's sync slots; again a little later
         while another sync of the mailbox holds its lease."""
+        self.synced_at = time.monotonic()
         while True:
             with self.watcher.sync_slots:
                 try:
@@ -168,6 +194,9 @@ class MailboxWatcher:
         self.tick = tick if tick is not None else settings.CRM_WATCH_TICK_SECONDS
         self.ttl = timedelta(seconds=ttl if ttl is not None else settings.CRM_WATCH_TTL_SECONDS)
         self.poll = poll if poll is not None else settings.CRM_WATCH_POLL_SECONDS
+        self.sent_check = settings.CRM_WATCH_SENT_SECONDS
+        # A mailbox whose changes are announced (IDLE, push) is synced anyway this often.
+        self.resync = settings.CRM_SYNC_INTERVAL_MINUTES * 60
         if connection.vendor == "sqlite":
             syncs = 1  # one writer at a time anyway
         self.sync_slots = threading.BoundedSemaphore(syncs or settings.CRM_WATCH_SYNCS)

@@ -137,6 +137,12 @@ class MailProvider(Protocol):
         when the provider cannot announce changes: the caller polls. Raises ProviderError."""
         ...
 
+    def folder_mark(self, folder: str) -> str | None:
+        """A token that changes when mail is added to the folder, read cheaply on this
+        connection (how a watcher follows the sent folder between two IDLEs on the inbox);
+        None when the provider has none. Raises ProviderError."""
+        ...
+
     def watch_changes(self, current: dict[str, Any] | None) -> dict[str, Any] | None:
         """Have the service push news of this mailbox's changes to our webhook (Gmail's
         users.watch, a Graph subscription), so that the watcher need not poll. `current` is

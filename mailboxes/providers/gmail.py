@@ -286,6 +286,9 @@ class GmailProvider:
     ) -> bool | None:
         return None  # Gmail announces through Pub/Sub (watch_changes), not on a connection
 
+    def folder_mark(self, folder: str) -> str | None:
+        return None  # Gmail pushes, or is polled
+
     def watch_changes(self, current: dict[str, Any] | None) -> dict[str, Any] | None:
         """users.watch on INBOX and SENT, publishing to the configured Pub/Sub topic; renewed
         a day before its expiry (Gmail keeps a watch 7 days). 100 quota units a call."""

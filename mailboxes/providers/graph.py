@@ -251,6 +251,9 @@ class GraphProvider:
     ) -> bool | None:
         return None  # Graph announces through change notifications (watch_changes)
 
+    def folder_mark(self, folder: str) -> str | None:
+        return None  # Graph notifies, or is polled
+
     def watch_changes(self, current: dict[str, Any] | None) -> dict[str, Any] | None:
         """A change-notification subscription to the mailbox's new messages (every folder),
         posted to our webhook with a clientState secret of its own; renewed (PATCH) a day

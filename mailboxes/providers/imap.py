@@ -440,6 +440,11 @@ class ImapProvider:
     def watch_changes(self, current: dict[str, Any] | None) -> dict[str, Any] | None:
         return None  # IMAP announces changes on the connection itself (wait_for_change)
 
+    def folder_mark(self, folder: str) -> str | None:
+        """STATUS UIDVALIDITY UIDNEXT, on this connection: one round trip, no SELECT."""
+        status = self._call(self.client.folder_status, folder, [b"UIDVALIDITY", b"UIDNEXT"])
+        return f"{int(status.get(b'UIDVALIDITY', 0))}:{int(status.get(b'UIDNEXT', 0))}"
+
     def _announces_change(self, responses: list[Any]) -> bool:
         return any(
             isinstance(item, tuple) and len(item) > 1 and item[1] in self.CHANGE_RESPONSES

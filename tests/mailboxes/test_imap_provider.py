@@ -452,6 +452,21 @@ def test_idle_wakes_on_new_mail_and_times_out_without(dovecot, smtp_server, acco
     assert [meta.subject for meta in batch.messages] == ["new"]
 
 
+def test_the_sent_folder_mark_moves_only_when_mail_is_filed_there(dovecot, smtp_server, account):
+    user, password, own = account
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        provider.wait_for_change("INBOX", 0, lambda: False)  # the inbox selected, as watched
+        before = provider.folder_mark("Sent")
+        own.deliver(build_email(subject="elsewhere"))  # the inbox: not the sent folder
+        unmoved = provider.folder_mark("Sent")
+        own.deliver(build_email(subject="sent from my phone"), folder="Sent")
+        moved = provider.folder_mark("Sent")
+        announced = provider.wait_for_change("INBOX", 0, lambda: False)  # still usable
+
+    assert before == unmoved != moved
+    assert announced is True  # the inbox's new mail, seen by NOOP
+
+
 def test_idle_ends_when_asked_to_stop(dovecot, smtp_server, account):
     user, password, _own = account
     stop = threading.Event()
