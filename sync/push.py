@@ -18,7 +18,6 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -33,6 +32,8 @@ from .models import MailboxWatch, PushSubscription
 logger = logging.getLogger(__name__)
 
 CERTS_CACHE_KEY = "sync:google-push-certs"
+# Graph sends notifications in batches; more than this in one request is not Graph.
+MAX_NOTIFICATIONS = 1000
 
 
 def keep_push(mailbox_id: int, provider: MailProvider) -> bool:
@@ -112,27 +113,28 @@ def graph_notified(body: bytes) -> tuple[int, int]:
     """Graph's change or lifecycle notifications: each whose subscription and clientState
     match one of ours nudges its mailbox (a lifecycle event first asks for a renewal or a
     new subscription); (accepted, ignored). Raises PushRefused for a body that is not one."""
-    accepted, ignored = [], 0
-    for item in graph.read_notifications(body):
-        with transaction.atomic():
-            row = (
-                PushSubscription.objects.select_for_update()
-                .filter(subscription_id=item.subscription_id)
-                .exclude(subscription_id="")
-                .first()
-            )
-            secret = row.state.reveal().get("secret", "") if row is not None else ""
-            if not secret or not hmac.compare_digest(secret, item.client_state):
-                ignored += 1
-                continue
-            if item.event == "subscriptionRemoved":
-                row.delete()  # the watcher makes a new one on its next look
-            elif item.event == "reauthorizationRequired":
-                row.state = Secret({**row.state.reveal(), "renew": True})
-                row.save(update_fields=["state"])
-            accepted.append(row.mailbox_id)
+    items = graph.read_notifications(body)
+    if len(items) > MAX_NOTIFICATIONS:
+        raise PushRefused(f"{len(items)} notifications in one request")
+    named = {item.subscription_id for item in items} - {""}
+    rows = {row.subscription_id: row
+            for row in PushSubscription.objects.filter(subscription_id__in=named)}  # fmt: skip
+    accepted: set[int] = set()
+    ignored = 0
+    for item in items:
+        row = rows.get(item.subscription_id)
+        secret = row.state.reveal().get("secret", "") if row is not None else ""
+        if not secret or not hmac.compare_digest(secret, item.client_state):
+            ignored += 1
+            continue
+        if item.event == "subscriptionRemoved":
+            PushSubscription.objects.filter(pk=row.pk).delete()  # the watcher makes another
+        elif item.event == "reauthorizationRequired":
+            row.state = Secret({**row.state.reveal(), "renew": True})  # the watcher renews it
+            row.save(update_fields=["state"])
+        accepted.add(row.mailbox_id)
     if ignored:
         logger.warning("Graph notifications ignored (unknown subscription or clientState): %s",
                        ignored)  # fmt: skip
-    nudge(accepted)
+    nudge(sorted(accepted))
     return len(accepted), ignored

@@ -237,7 +237,8 @@ def test_graph_notifications_without_our_client_state_are_ignored(graph_push, ou
     assert notify() == 202
     assert notify(subscriptionId="someone-else", clientState=state["secret"]) == 202
     assert not sync_requested(outlook)
-    for junk in [b"", b"not json", b'{"value": 3}', b'{"value": [{"clientState": "x"}]}']:
+    flood = json.dumps({"value": [{"subscriptionId": "x"}] * 1001}).encode()
+    for junk in [b"", b"not json", b'{"value": 3}', b'{"value": [{"clientState": "x"}]}', flood]:
         response = client.post(url, junk, content_type="application/json")
         assert response.status_code == 400
     assert not sync_requested(outlook)
