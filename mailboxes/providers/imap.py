@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from ipaddress import ip_address
 from typing import Any
@@ -64,6 +64,9 @@ LOCALISED_SENT_NAMES = (
 )  # fmt: skip
 
 SECURITY_CHOICES = ("ssl", "starttls", "plain")
+# How long a message the server listed but could not serve is asked for again, at every
+# reading of its folder, before it is taken as gone (the drift check reports what is missing).
+UNANSWERED_FOR = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,9 @@ class _Cursor:
     modseq: int | None = None  # HIGHESTMODSEQ when the folder was last fully read
     start_modseq: int | None = None  # HIGHESTMODSEQ when the current reading began
     start_uid: int = 0  # last UID read before the current reading began
+    # UIDs the server listed but did not answer FETCH for (announced before it could serve
+    # them), with when that was first seen (epoch seconds): asked again at each reading.
+    unanswered: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, text: str | None) -> _Cursor | None:
@@ -481,7 +487,7 @@ class ImapProvider:
             self._pending[key] = rest
         else:
             self._pending.pop(key, None)
-        messages = self._fetch_meta(folder, chunk) if chunk else []
+        messages = self._fetch_answered(folder, state, chunk, last=not rest)
         if chunk:
             state.last_uid = max(chunk)
         flag_updates: dict[str, tuple[str, ...]] = {}
@@ -518,6 +524,8 @@ class ImapProvider:
         on a large folder is the expensive part of an idle sync."""
         if state is None or state.modseq is None or state.start_modseq is not None:
             return False
+        if state.unanswered:
+            return False  # mail the server listed but could not serve yet is asked again
         if self._selected is not None and self._selected[0] == folder:
             return False  # STATUS of the selected folder may lag: RFC 3501 6.3.10
         status = self._call(
@@ -560,6 +568,31 @@ class ImapProvider:
             if uid is not None and flags is not None and int(uid[1]) <= state.start_uid:
                 changed[uid[1].decode()] = _kept_flags(flags[1])
         return changed
+
+    def _fetch_answered(
+        self, folder: str, state: _Cursor, chunk: list[int], *, last: bool
+    ) -> list[MessageMeta]:
+        """The metadata of `chunk`, and on a reading's last batch of the UIDs still waiting.
+        A UID the server listed but did not answer for (some servers announce mail before
+        they can serve it) is asked again after a NOOP, then at every reading of the folder
+        for UNANSWERED_FOR: never skipped because it came early."""
+        retry = [int(uid) for uid in state.unanswered if int(uid) not in chunk] if last else []
+        wanted = sorted(chunk + retry)
+        messages = self._fetch_meta(folder, wanted) if wanted else []
+        missing = set(wanted) - {int(meta.ref) for meta in messages}
+        if missing:
+            self._call(self.client.noop)
+            messages += self._fetch_meta(folder, sorted(missing))
+            messages.sort(key=lambda meta: int(meta.ref))
+            missing -= {int(meta.ref) for meta in messages}
+        now = time.time()
+        for uid in set(retry) - missing:
+            state.unanswered.pop(str(uid))
+        for uid in missing:
+            first = state.unanswered.setdefault(str(uid), now)
+            if now - first > UNANSWERED_FOR.total_seconds():
+                del state.unanswered[str(uid)]  # gone for good (expunged meanwhile)
+        return messages
 
     def _fetch_meta(self, folder: str, uids: list[int]) -> list[MessageMeta]:
         """Header metadata of `uids`, read straight off the connection.

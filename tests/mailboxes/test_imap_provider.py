@@ -1,5 +1,6 @@
 """The IMAP provider against a real Dovecot and a real SMTP server."""
 
+import json
 import random
 import socket
 import threading
@@ -26,6 +27,7 @@ from mailboxes.providers.imap import (
     META_ITEMS_TEXT,
     RAW_ITEMS_TEXT,
     TAG_BYTES,
+    UNANSWERED_FOR,
     find_sent_folder,
     uid_sets,
 )
@@ -428,6 +430,35 @@ def test_uid_sets_fit_the_line_cover_every_uid_once_and_compact_every_run(seed, 
     room = MAX_COMMAND_BYTES - len(f"{tag} UID FETCH  {items}\r\n")
     for uid_set, following in pairwise(sets):
         assert len(uid_set) + len(",") + len(following.split(",")[0]) > room
+
+
+def test_mail_listed_before_it_could_be_served_is_asked_for_again(dovecot, smtp_server, account):
+    """A reading that found UID 2 listed but unanswered (a server announcing mail before it
+    can serve it) left it in the cursor; the next readings ask for it until it answers, and
+    a UID that never does is let go after UNANSWERED_FOR."""
+    user, password, own = account
+    for n in range(3):
+        own.deliver(build_email(subject=f"m{n}", message_id=f"m{n}@example.com"))
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        first = provider.changes("INBOX", None, 10, SINCE)
+    cursor = json.loads(first.cursor)
+    assert [m.ref for m in first.messages] == ["1", "2", "3"] and cursor["unanswered"] == {}
+    # As a reading that got no answer for UID 2 (and for 99, which never comes) left it.
+    cursor["unanswered"] = {"2": time.time() - 60, "99": time.time() - 60}
+    unchanged_since = json.dumps(cursor)
+    with get_provider("imap", config(dovecot, smtp_server, user, password)) as provider:
+        again = provider.changes("INBOX", unchanged_since, 10, SINCE)
+        left = json.loads(again.cursor)["unanswered"]
+        later = provider.changes("INBOX", again.cursor, 10, SINCE)
+        old = UNANSWERED_FOR.total_seconds() + 60
+        gone = json.loads(again.cursor)
+        gone["unanswered"] = {"99": time.time() - old}
+        given_up = provider.changes("INBOX", json.dumps(gone), 10, SINCE)
+
+    # Nothing new on the server, yet the waiting UID is asked for (no STATUS shortcut).
+    assert [m.subject for m in again.messages] == ["m1"] and list(left) == ["99"]
+    assert later.messages == [] and list(json.loads(later.cursor)["unanswered"]) == ["99"]
+    assert given_up.messages == [] and json.loads(given_up.cursor)["unanswered"] == {}
 
 
 # -- waiting for a change (IDLE, for the watchers) -----------------------------------------
