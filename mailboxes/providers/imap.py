@@ -64,6 +64,8 @@ LOCALISED_SENT_NAMES = (
 )  # fmt: skip
 
 SECURITY_CHOICES = ("ssl", "starttls", "plain")
+# Seconds to wait for the answer to an SMTP QUIT: by then the message was accepted or not.
+QUIT_WAIT = 5
 # How long a message the server listed but could not serve is asked for again, at every
 # reading of its folder, before it is taken as gone (the drift check reports what is missing).
 UNANSWERED_FOR = timedelta(days=1)
@@ -652,7 +654,8 @@ class ImapProvider:
         on_accepted: Callable[[], None] | None = None,
     ) -> None:
         """Submit a message through the mailbox's SMTP server (bcc only in `recipients`)."""
-        with self.smtp() as connection:
+        connection = self.smtp()
+        try:
             try:
                 refused = connection.sendmail(sender, recipients, raw)
                 if on_accepted is not None:
@@ -674,6 +677,8 @@ class ImapProvider:
             except OSError as exc:
                 s = self.settings
                 raise describe_network_error(exc, s.smtp_host, s.smtp_port) from None
+        finally:
+            _say_goodbye(connection)
         if refused:
             # Sent to the others: reported, not raised (a retry would send them a copy again).
             raise PartlySent("Not delivered to " + _smtp_refusals(refused))
@@ -693,6 +698,17 @@ class ImapProvider:
         self._selected = self._watched = None
         self._call(self.client.select_folder, folder, readonly=True)
         return bool(self._call(self.client.search, ["HEADER", "Message-ID", message_id]))
+
+
+def _say_goodbye(connection: smtplib.SMTP) -> None:
+    """QUIT, whose answer (or its absence) never undoes what the server accepted before it:
+    a server that takes the message and then hangs costs QUIT_WAIT seconds, not a failed
+    send that a retry would send twice."""
+    with contextlib.suppress(smtplib.SMTPException, OSError):
+        if connection.sock is not None:
+            connection.sock.settimeout(min(connection.timeout, QUIT_WAIT))
+        connection.quit()
+    connection.close()
 
 
 def _smtp_text(error: bytes | str) -> str:

@@ -5,6 +5,7 @@ fakes; tasks go to the ORM broker's queue and are run from it, as a worker does.
 import asyncio
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from io import StringIO
@@ -30,6 +31,7 @@ from engagements.sending import (
 from engagements.services import Address
 from engagements.tasks import reconcile_outbox_task
 from mailboxes.models import Folder, Mailbox
+from mailboxes.providers.imap import QUIT_WAIT
 from mailboxes.services import open_provider, send_message
 from tests.factories import ContactEmailFactory, ContactFactory
 from tests.mailboxes.helpers import connect_imap
@@ -541,6 +543,23 @@ class HoldingSmtp(SmtpServer):
         if self.hold_at == command:
             self.reached.set()
             await asyncio.sleep(120)
+
+
+def test_a_server_that_accepts_then_hangs_at_quit_still_counts_as_sent(
+    mail_settings, dovecot, account, team, owner
+):
+    user, password, own_mailbox = account
+    mail_settings.CRM_MAIL_TIMEOUT = 60
+    with HoldingSmtp(check_login=lambda u, p: dovecot.users.get(u) == p) as smtp:
+        mailbox = connect_imap(dovecot, smtp, user, password, team, owner)
+        smtp.hold_at = "QUIT"
+        started = time.monotonic()
+        engagement = send(mailbox, owner, team)  # sent here: tasks run inline
+        took = time.monotonic() - started
+
+        assert status(engagement) == "sent", engagement.status_detail
+        assert received(smtp, engagement) == 1 and in_sent(own_mailbox, engagement) == 1
+        assert smtp.reached.is_set() and took < QUIT_WAIT + 10  # not the 60 s timeout
 
 
 @needs_a_shared_database
