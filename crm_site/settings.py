@@ -400,9 +400,9 @@ CRM_ALLOW_PLAINTEXT_LOOPBACK = env_bool("CRM_ALLOW_PLAINTEXT_LOOPBACK", False)
 # local test servers and demos only.
 CRM_ALLOW_PRIVATE_MAIL_HOSTS = env_bool("CRM_ALLOW_PRIVATE_MAIL_HOSTS", False)
 CRM_SYNC_INTERVAL_MINUTES = env_int("CRM_SYNC_INTERVAL_MINUTES", 5)
-# A sync's lease (one sync per mailbox): renewed with every batch; a sync that died holding it
-# blocks its mailbox's syncs this long.
-CRM_SYNC_LEASE_SECONDS = env_int("CRM_SYNC_LEASE_SECONDS", 300)
+# A sync's lease (one sync per mailbox): renewed with every batch and, on PostgreSQL, every
+# third of it while the sync runs; a sync that died holding it blocks its mailbox this long.
+CRM_SYNC_LEASE_SECONDS = env_int("CRM_SYNC_LEASE_SECONDS", 60)
 # The mailbox watchers (manage.py watch_mailboxes): how often each looks at the others and
 # renews its mailboxes, how long a silent watcher keeps them, and how often a watched mailbox
 # is polled when neither IDLE nor push announces its changes (those are synced anyway every

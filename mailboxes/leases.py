@@ -1,30 +1,39 @@
 """One owner per mailbox: the sync lease (holder, epoch, expiry) in a SyncLease row.
 
-A sync claims the lease before it reads, renews it with every batch it writes, and releases
-it at the end. Each claim sets a new epoch, and every batch checks, in its own transaction
+A sync claims the lease before it reads, renews it with every batch it writes (and, on
+PostgreSQL, from a keeper thread every third of the lease while it runs: `kept`), and
+releases it at the end. Each claim sets a new epoch, and every batch checks, in its own transaction
 and before it writes anything, that its epoch still holds (fencing): a sync whose lease was
 taken (it expired and another sync claimed it, or a resync fenced it off) cannot store a
 batch or move a checkpoint. A process that dies holding the lease holds it only until it
-expires; a live sync that outlasts it keeps it as long as nobody claims it.
+expires (a minute by default), so another process takes the mailbox over soon; a live sync
+keeps it however long it reads, and a stopped one (SIGSTOP) loses it like a dead one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, connection, connections, models, transaction
 from django.utils import timezone
 
 from .models import SyncLease
 
+logger = logging.getLogger(__name__)
+
 
 def lease_duration() -> timedelta:
-    """Long enough for one batch (2,000 messages read, matched and written); renewed per
-    batch (CRM_SYNC_LEASE_SECONDS, 5 minutes by default)."""
+    """How long a lease lasts unless renewed (CRM_SYNC_LEASE_SECONDS, a minute by default):
+    longer than one batch (2,000 messages read, matched and written) takes, for SQLite,
+    where only the batches renew it."""
     return timedelta(seconds=settings.CRM_SYNC_LEASE_SECONDS)
 
 
@@ -82,6 +91,39 @@ def hold_lease(mailbox_id: int, epoch: int) -> None:
     )
     if not renewed:
         raise LeaseLost(f"mailbox {mailbox_id}: the sync lease of epoch {epoch} no longer holds")
+
+
+@contextmanager
+def kept(mailbox_id: int, epoch: int) -> Iterator[None]:
+    """Renew the lease every third of its duration while the block runs, from a thread of
+    its own (and its own database connection): a sync that reads for a long time between two
+    batches keeps its mailbox, and one that died loses it within a lease. Not on SQLite, which
+    takes one writer at a time: there the batches renew it."""
+    if connection.vendor == "sqlite":
+        yield
+        return
+    done = threading.Event()
+
+    def keep() -> None:
+        try:
+            while not done.wait(lease_duration().total_seconds() / 3):
+                renewed = SyncLease.objects.filter(mailbox_id=mailbox_id, epoch=epoch).update(
+                    expires_at=timezone.now() + lease_duration()
+                )
+                if not renewed:
+                    return  # taken over or fenced off: the sync's next batch finds out
+        except DatabaseError:
+            logger.warning("renewing the lease of mailbox %s failed", mailbox_id, exc_info=True)
+        finally:
+            connections.close_all()
+
+    keeper = threading.Thread(target=keep, name=f"lease keeper {mailbox_id}", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        done.set()
+        keeper.join()
 
 
 def release_lease(mailbox_id: int, epoch: int) -> None:

@@ -28,7 +28,7 @@ from mailboxes.bulk import (
     prepare_batch,
     update_flags,
 )
-from mailboxes.leases import LeaseLost, claim_lease, hold_lease, release_lease
+from mailboxes.leases import LeaseLost, claim_lease, hold_lease, kept, release_lease
 from mailboxes.models import Folder, Mailbox, MessageMeta, QuarantinedMessage
 from mailboxes.parsing import ParsedMessage
 from mailboxes.providers.base import Batch, MailProvider, MessageHeaders, ProviderError, SyncCrashed
@@ -91,7 +91,7 @@ def sync_mailbox(mailbox_id: int, *, limit: int = SYNC_BATCH_SIZE) -> SyncResult
     policy, _ = RetentionPolicy.objects.get_or_create(team=mailbox.team)
     since = (timezone.now() - timedelta(days=policy.metadata_days)).date()
     try:
-        with open_provider(mailbox) as provider:
+        with kept(mailbox.pk, epoch), open_provider(mailbox) as provider:
             _retry_quarantined(mailbox, provider, epoch)
             for folder in mailbox.folders.all():
                 batches = _batches(mailbox, provider, folder, limit, since)

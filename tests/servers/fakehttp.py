@@ -10,6 +10,7 @@ import json
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -63,6 +64,7 @@ class FakeHTTPServer:
 
     def __init__(self) -> None:
         self.log: list[tuple[str, str]] = []  # (method, path) of every API call
+        self.delay = 0.0  # seconds before each answer: a slow service
         self.lock = threading.RLock()
         # When a list: every HTTP request as received (method, target, headers, body), so a
         # benchmark can replay exactly the same requests as its floor.
@@ -93,6 +95,8 @@ class FakeHTTPServer:
                 request = Request(
                     self.command, self.path, dict(self.headers), self.rfile.read(length)
                 )
+                if fake.delay:
+                    time.sleep(fake.delay)
                 with fake.lock:
                     fake.log.append((request.method, request.path))
                     if fake.recorded is not None:

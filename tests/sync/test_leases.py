@@ -1,16 +1,18 @@
 """One sync per mailbox: the lease, its fencing, and failures that never pass for success."""
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import transaction
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from engagements.models import EmailEngagement
 from mailboxes.leases import LeaseLost, claim_lease, fence_off, hold_lease, lease_duration
-from mailboxes.models import Folder, Mailbox, MessageMeta
+from mailboxes.models import Folder, Mailbox, MessageMeta, SyncLease
 from mailboxes.services import reset_sync_state
 from sync.services import sync_mailbox
 from tests.mailboxes.helpers import SENT_ID, build_email, reply, sync, when_a_batch_is_stored
@@ -156,3 +158,36 @@ def test_saving_the_mailbox_meanwhile_does_not_bring_a_released_lease_back(
 
     assert not Mailbox.objects.get(pk=connected.pk).is_syncing
     assert claim_lease(connected.pk) is not None
+
+
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="on SQLite only the batches renew the lease"
+)
+def test_a_sync_that_reads_longer_than_its_lease_keeps_it(settings, google, gmail):
+    settings.CRM_SYNC_LEASE_SECONDS = 2
+    google.delay = 1.5  # each call: 3 s and more go by between two batches' renewals
+    results = []
+
+    def run() -> None:
+        try:
+            results.append(sync_mailbox(gmail.pk))
+        finally:
+            connection.close()
+
+    syncing = threading.Thread(target=run)
+    claims = []
+    started = time.monotonic()
+    syncing.start()
+    held = SyncLease.objects.filter(mailbox=gmail, expires_at__isnull=False)
+    while not held.exists():  # the sync claims it first
+        time.sleep(0.01)
+    while syncing.is_alive():
+        claims.append(claim_lease(gmail.pk))
+        time.sleep(0.2)
+    took = time.monotonic() - started
+
+    assert results[0].error == "" and took > 2 * 2  # two leases and more
+    assert set(claims) == {None}  # never free while the sync read
+    gmail.refresh_from_db()
+    assert gmail.last_error == "" and gmail.last_synced_at is not None
+    assert claim_lease(gmail.pk) is not None  # released at the end

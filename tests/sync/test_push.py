@@ -97,6 +97,7 @@ def test_gmail_push_logs_a_reply_within_seconds(gmail_push, gmail, team):
     gmail_push.add_message(reply(1))
 
     wait_until(lambda: logged("reply-1@example.com"), ARRIVAL_TO_TIMELINE, "the reply logged")
+    wait_until(lambda: gmail_push.push_statuses, 5, "the push answered")  # after the sync
     assert gmail_push.push_statuses == [204]
     # The first sync listed both labels; the pushed one read their history.
     assert gmail_push.requests_to("/gmail/v1/users/me/history") == 2
@@ -222,6 +223,7 @@ def test_graph_subscription_is_validated_and_its_notifications_log_replies(
     graph_push.add_message(reply(2))
 
     wait_until(lambda: logged("reply-2@example.com"), ARRIVAL_TO_TIMELINE, "the reply logged")
+    wait_until(lambda: graph_push.notified, 5, "the notification answered")  # after the sync
     assert graph_push.notified == [(subscription["notificationUrl"], 202)]
 
 
@@ -362,6 +364,7 @@ def test_a_watcher_process_syncs_pushed_mailboxes_within_seconds(
 
         for message_id in ("reply-11@example.com", "reply-12@example.com"):
             wait_until(lambda m=message_id: logged(m), ARRIVAL_TO_TIMELINE, f"{message_id}")
+        wait_until(lambda: gmail_push.push_statuses and graph_push.notified, 5, "answers")
         assert gmail_push.push_statuses == [204] and [s for _, s in graph_push.notified] == [202]
     finally:
         kill_command(watcher)
