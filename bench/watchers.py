@@ -3,13 +3,17 @@
   bash bench/run_watchers.sh [--mailboxes 1000] [--watchers 2] [--replies 2000] [--rate 20]
                              [--baseline-replies 120]
 
-One Dovecot holds --mailboxes mailboxes, all connected to one team that tracks a thread, on a
-throw-away PostgreSQL. --watchers `manage.py watch_mailboxes` processes share them. Replies to
-the tracked thread are then delivered at a steady --rate per second, each into a random
-mailbox, the way a delivery agent does (a file into the Maildir's new/); the time from each
-delivery to its engagement row (the row's created_at, same clock) gives p50/p95/p99. Then the
-watchers stop and the baseline runs: a qcluster with the sync schedule at its shortest (every
-minute; the default is every 5) gets --baseline-replies replies at the same rate.
+One Dovecot holds --mailboxes mailboxes, all connected to one team that tracks a thread with
+the contact Ada, on a throw-away PostgreSQL. --watchers `manage.py watch_mailboxes` processes
+share them. Replies from Ada to the tracked thread are then
+delivered at a steady --rate per second, each into a random mailbox, the way a delivery agent
+does (a file into the Maildir's new/). Two latencies from each delivery, both p50/p95/p99:
+to its engagement row (the row's created_at, same clock), and to Ada's open contact page,
+which `runserver` serves to a logged-in user while the page's script
+(static/js/timeline_live.js) is played: the timeline's version asked for 4 s after the last
+answer, and the page read again when it changed. Then the watchers stop and the baseline
+runs: a qcluster with the sync schedule at its shortest (every minute; the default is every
+5) gets --baseline-replies replies at the same rate (none: no baseline).
 
 Printed: the latencies, the time the watchers took to hold every mailbox, each watcher's
 peak RSS and CPU seconds, and the IMAP connections held.
@@ -18,13 +22,17 @@ peak RSS and CPU seconds, and the IMAP connections held.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import random
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -35,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from phases import ROOT, parse_args, run_phase, setup_django  # noqa: E402
 
 TRACKED = "tracked@threadline.test"
+SENDER = "ada@example.com"
 # Dovecot runs one imap process per logged-in user, and its default limit is 100 of them:
 # a watcher holds one IDLE connection per mailbox, and each sync opens another.
 DOVECOT_LIMITS = """
@@ -48,22 +57,26 @@ ENV = {"CRM_ALLOW_PLAINTEXT_LOOPBACK": "true", "CRM_ALLOW_PRIVATE_MAIL_HOSTS": "
 
 
 def phase_setup(cfg: dict) -> dict:
-    """One team with a tracked thread, and every mailbox connected (checked for real)."""
+    """One team with a thread tracked on the contact Ada, and every mailbox connected
+    (checked for real)."""
     setup_django(**ENV)
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
+    from contacts.models import Contact, ContactEmail
     from engagements.services import Address, EmailData, log_email
     from mailboxes.services import connect_mailbox
     from teams.services import create_team
 
     owner = get_user_model().objects.create_user(username="bench", email="owner@example.com")
     team = create_team(name="Bench", owner=owner)
+    ada = Contact.objects.create(team=team, first_name="Ada", owner=owner)
+    ContactEmail.objects.create(team=team, contact=ada, email=SENDER, is_primary=True)
     log_email(
         team=team,
         email=EmailData(message_id=TRACKED, sender=Address("owner@example.com"),
-                        subject="Tracked", sent_at=timezone.now()),
-        direction="out", source="crm",
+                        to=(Address(SENDER),), subject="Tracked", sent_at=timezone.now()),
+        direction="out", source="crm", contacts=[ada],
     )  # fmt: skip
     ids = []
     for user, password in cfg["users"]:
@@ -77,7 +90,20 @@ def phase_setup(cfg: dict) -> dict:
             credentials={"password": password},
         )  # fmt: skip
         ids.append(mailbox.pk)
-    return {"mailbox_ids": ids}
+    return {"mailbox_ids": ids, "contact_id": ada.pk}
+
+
+def phase_login(cfg: dict) -> dict:
+    """A session cookie of the bench user, made as a login makes it."""
+    setup_django(**ENV)
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="bench"))
+    name = settings.SESSION_COOKIE_NAME
+    return {"cookie": f"{name}={client.cookies[name].value}"}
 
 
 def phase_state(cfg: dict) -> dict:
@@ -120,6 +146,7 @@ def phase_schedule(cfg: dict) -> dict:
 
 PHASES = {
     "setup": phase_setup,
+    "login": phase_login,
     "state": phase_state,
     "arrivals": phase_arrivals,
     "schedule": phase_schedule,
@@ -130,7 +157,7 @@ def deliver(server, user: str, message_id: str) -> float:
     """A reply to the tracked thread, written into the user's Maildir as a delivery agent
     does (tmp/, then renamed into new/); the delivery time (epoch seconds)."""
     raw = (
-        f"From: Ada <ada@example.com>\r\nTo: {user}@example.com\r\nSubject: Re: Tracked\r\n"
+        f"From: Ada <{SENDER}>\r\nTo: {user}@example.com\r\nSubject: Re: Tracked\r\n"
         f"Date: {format_datetime(datetime.now(UTC))}\r\nMessage-ID: <{message_id}>\r\n"
         f"In-Reply-To: <{TRACKED}>\r\nReferences: <{TRACKED}>\r\n\r\nYes.\r\n"
     ).encode()
@@ -167,8 +194,8 @@ def wait_logged(sent: dict[str, float], timeout: float) -> dict[str, float]:
     return logged
 
 
-def latencies(sent: dict[str, float], logged: dict[str, float]) -> dict:
-    values = sorted(logged[m] - sent[m] for m in sent if m in logged)
+def latencies(sent: dict[str, float], arrived: dict[str, float]) -> dict:
+    values = sorted(arrived[m] - sent[m] for m in sent if m in arrived)
     if not values:
         return {"logged": 0, "of": len(sent)}
 
@@ -178,6 +205,61 @@ def latencies(sent: dict[str, float], logged: dict[str, float]) -> dict:
     return {"logged": len(values), "of": len(sent), "p50": pct(0.5), "p95": pct(0.95),
             "p99": pct(0.99), "max": round(values[-1], 3),
             "mean": round(statistics.fmean(values), 3)}  # fmt: skip
+
+
+def rows_shown(version: str) -> int:
+    """The rows a timeline shows, from its version ("newest.shown.pending.failed",
+    engagements.timeline.timeline_version)."""
+    return int(version.split(".")[1])
+
+
+class OpenPage(threading.Thread):
+    """A contact page open in a browser: what its script (static/js/timeline_live.js) does,
+    over HTTP with the user's session cookie. It asks for the timeline's version 4 s after
+    its last answer, and reads the page again when the version changed."""
+
+    POLL_SECONDS = 4.0
+
+    def __init__(self, base: str, contact_id: int, cookie: str) -> None:
+        super().__init__(name="open page", daemon=True)
+        self.page_url = f"{base}/contacts/{contact_id}/"
+        self.version_url = f"{base}/contacts/{contact_id}/timeline/version/"
+        self.cookie = cookie
+        self.stopping = threading.Event()
+        self.version = self.opened = self._version()
+        self.answers: list[tuple[float, str]] = []  # (epoch seconds, version)
+
+    def _get(self, url: str) -> bytes:
+        request = urllib.request.Request(url, headers={"Cookie": self.cookie})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+
+    def _version(self) -> str:
+        return json.loads(self._get(self.version_url))["version"]
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.POLL_SECONDS):
+            version = self._version()
+            self.answers.append((time.time(), version))
+            if version != self.version:
+                self._get(self.page_url)
+                self.version = version
+
+    def shown(self, logged: dict[str, float]) -> dict[str, float]:
+        """When the page learnt of each of the `logged` replies and read itself again
+        (epoch seconds): the first answer, after the reply's row exists, whose version differs
+        from the one before. The version counts the rows shown: taking them in the order
+        they were created, the k-th is in the first answer that counts k rows more than the
+        page opened with."""
+        counts = [(at, rows_shown(version)) for at, version in self.answers]
+        before = rows_shown(self.opened)
+        shown = {}
+        for k, message_id in enumerate(sorted(logged, key=logged.__getitem__), start=1):
+            at = next((at for at, rows in counts if rows >= before + k), None)
+            if at is None:
+                break
+            shown[message_id] = at
+        return shown
 
 
 def process_figures(pid: int) -> dict:
@@ -239,6 +321,19 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def wait_answering(url: str, timeout: float) -> None:
+    """Wait until a web server answers at `url`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def stop(process: subprocess.Popen) -> None:
     os.killpg(process.pid, signal.SIGTERM)
     try:
@@ -259,10 +354,11 @@ def main() -> None:
     if args is None:
         return
     sys.path.insert(0, str(ROOT))
-    from tests.servers.dovecot import DovecotServer
+    from tests.servers.dovecot import DovecotServer, free_port
     from tests.servers.smtp import SmtpServer
 
-    env = {**os.environ, **ENV}
+    # aiosmtpd warns of a deprecated attribute at every login: a thousand lines.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
     logs = Path(os.environ.get("BENCH_LOGS", "/tmp/threadline-bench-watchers"))
     logs.mkdir(parents=True, exist_ok=True)
     with (
@@ -271,10 +367,13 @@ def main() -> None:
         SmtpServer(check_login=lambda u, p: server.users.get(u) == p) as smtp,
     ):
         users = [server.add_user() for _ in range(args.mailboxes)]
+        imap_port = server.port
+        env = {**os.environ, **ENV}
         started = time.perf_counter()
-        run_phase(__file__, "setup", {"host": server.host, "port": server.port,
-                                      "smtp_host": smtp.host, "smtp_port": smtp.port,
-                                      "users": users})  # fmt: skip
+        setup = run_phase(__file__, "setup", {
+            "host": server.host, "port": imap_port, "smtp_host": smtp.host,
+            "smtp_port": smtp.port, "users": users,
+        })  # fmt: skip
         print(f"connected {args.mailboxes} mailboxes in {time.perf_counter() - started:.1f} s")
 
         began = time.perf_counter()
@@ -291,38 +390,58 @@ def main() -> None:
                 raise SystemExit(f"watchers never held and synced everything: {state}")
             time.sleep(1)
         held_after = time.perf_counter() - began
-        idle_connections = connections_to(server.port)
+        idle_connections = connections_to(imap_port)
         print(f"{args.watchers} watchers hold and synced all in {held_after:.1f} s; "
               f"{idle_connections} IMAP connections")  # fmt: skip
 
-        names = [user for user, _password in users]
-        sent = send_replies(server, names, args.replies, args.rate, "live")
-        busy_connections = connections_to(server.port)
-        logged = wait_logged(sent, 120)
-        live = latencies(sent, logged)
-        per_watcher = [process_figures(w.pid) for w in watchers]
+        base = f"http://127.0.0.1:{free_port()}"
+        web = start(["runserver", "--noreload", base.removeprefix("http://")], env,
+                    logs / "runserver.log")  # fmt: skip
+        try:
+            wait_answering(f"{base}/accounts/login/", 60)
+            cookie = run_phase(__file__, "login", {})["cookie"]
+            page = OpenPage(base, setup["contact_id"], cookie)
+            page.start()
+            names = [user for user, _password in users]
+            sent = send_replies(server, names, args.replies, args.rate, "live")
+            busy_connections = connections_to(imap_port)
+            logged = wait_logged(sent, 120)
+            live = latencies(sent, logged)
+            per_watcher = [process_figures(w.pid) for w in watchers]
+            # The page's last answers: the rows logged last, and one more round.
+            time.sleep(2 * OpenPage.POLL_SECONDS + 1)
+            page.stopping.set()
+            page.join()
+            opened = latencies(sent, page.shown(logged))
+        finally:
+            stop(web)
         for watcher in watchers:
             stop(watcher)
 
-        run_phase(__file__, "schedule", {})
-        cluster = start(["qcluster"], {**env, "CRM_SYNC_INTERVAL_MINUTES": "1"},
-                        logs / "qcluster.log")  # fmt: skip
-        time.sleep(5)
-        base_sent = send_replies(server, names, args.baseline_replies, min(args.rate, 2),
-                                 "polled")  # fmt: skip
-        base_logged = wait_logged(base_sent, 240)
-        stop(cluster)
-        baseline = latencies(base_sent, base_logged)
+        baseline = None
+        if args.baseline_replies:
+            run_phase(__file__, "schedule", {})
+            cluster = start(["qcluster"], {**env, "CRM_SYNC_INTERVAL_MINUTES": "1"},
+                            logs / "qcluster.log")  # fmt: skip
+            time.sleep(5)
+            base_sent = send_replies(server, names, args.baseline_replies, min(args.rate, 2),
+                                     "polled")  # fmt: skip
+            base_logged = wait_logged(base_sent, 240)
+            stop(cluster)
+            baseline = latencies(base_sent, base_logged)
 
     print(f"\nWatchers: {args.mailboxes} mailboxes, {args.watchers} watcher processes, "
           f"{args.replies} replies at {args.rate:g}/s")  # fmt: skip
     print(f"  delivery -> timeline (s): {live}")
+    print(f"  delivery -> open page (s): {opened}")
     print(f"  held and synced every mailbox after {held_after:.1f} s")
     print(f"  IMAP connections: {idle_connections} idle, {busy_connections} while delivering")
     for n, figures in enumerate(per_watcher):
         print(f"  watcher {n}: {figures}")
-    print(f"Baseline: the schedule every minute (default 5), {args.baseline_replies} replies")
-    print(f"  delivery -> timeline (s): {baseline}")
+    if baseline is not None:
+        print(f"Baseline: the schedule every minute (default 5), {args.baseline_replies} "
+              "replies")  # fmt: skip
+        print(f"  delivery -> timeline (s): {baseline}")
     print("targets: p50 <= 1 s, p95 <= 3 s, <= 256 MB per watcher for 1,000 mailboxes")
 
 
