@@ -161,9 +161,10 @@ class Watchers:
     """The `watch_mailboxes` processes of this run, each in a session of its own, all with
     the run's mark in their environment (tests/processes.py finds what is left behind)."""
 
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
+    def __init__(self, env: dict[str, str], logs: Path, syncs: int) -> None:
         self.env = env
         self.logs = logs
+        self.syncs = syncs  # sync threads in each (CRM_WATCH_SYNCS)
         self.started: list[subprocess.Popen] = []
         self.killed: list[subprocess.Popen] = []
 
@@ -212,7 +213,11 @@ class Watchers:
                 for p in self.live if p.poll() is not None]  # fmt: skip
 
     def mailbox_threads(self) -> int:
-        return sum(mailbox_threads(figures(p)) for p in self.live)
+        """Threads of the running watchers but their main and sync threads (1 +
+        CRM_WATCH_SYNCS each): one per mailbox watched (and, a moment after a mailbox was
+        given back, its thread finishing)."""
+        others = 1 + self.syncs
+        return sum(max(0, f["threads"] - others) for f in map(figures, self.live) if f)
 
     def figures(self) -> dict[int, dict]:
         return {p.pid: figures(p) for p in self.live}
@@ -226,12 +231,6 @@ def figures(process: subprocess.Popen) -> dict:
         return process_figures(process.pid)
     except (OSError, KeyError):  # exiting meanwhile: its /proc entry is going
         return {}
-
-
-def mailbox_threads(figures: dict) -> int:
-    """A watcher's threads but its main one: one per mailbox it watches (and, a moment
-    after giving a mailbox back, its thread finishing)."""
-    return figures["threads"] - 1 if figures else 0
 
 
 def pid_of(watcher: str) -> int:
@@ -474,7 +473,7 @@ def main() -> None:
         # Watchers as deployed, DEBUG off (bench/watchers.py: with it on, Django keeps each
         # thread's last 9,000 queries).
         watch_env = {**os.environ, "DEBUG": "false", "THREADLINE_KILL_MARK": mark}
-        watchers = Watchers(watch_env, logs)
+        watchers = Watchers(watch_env, logs, settings.CRM_WATCH_SYNCS)
         observer = Observer(total, watchers)
         max_connections = observer.max_connections()
         print(f"{config}; PostgreSQL max_connections {max_connections}")
